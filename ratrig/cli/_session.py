@@ -1,0 +1,260 @@
+"""Running a session: the stages of a rig as supervised processes, stats collected, a summary.
+
+Shared by `ratrig demo` (the synthetic rig) and `ratrig run CONFIG` (a user's rig).
+
+Start order: consumers first (recorder, fusion, events, inference workers, evaluator, viewer), wait
+until each reports ready (models loaded), then the cameras with one shared start time t0 so that
+synchronised cameras tick on one schedule. Stop order: cameras, then everything downstream once it
+has drained. A camera that dies is restarted with backoff and reported; it never stops the session.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+
+from ratrig import __version__
+from ratrig.camera import CalibrationError, load_calibration
+from ratrig.clock import now_ns
+from ratrig.config import Endpoints, RigConfig, replace_section, save_config
+from ratrig.messages import StatsPacket
+from ratrig.summary import build_summary
+from ratrig.supervisor import ProcessSpec, Supervisor
+from ratrig.tomlio import atomic_write_text
+from ratrig.transport import ReceiveCounters, make_sub, recv_packet
+
+log = logging.getLogger("ratrig.session")
+
+READY_TIMEOUT_S = 120.0
+CAMERA_START_DELAY_S = 2.0
+#: counters that a restarted process starts again from zero: the summary adds them over restarts
+SUMMED_COUNTERS = ("captured", "published", "dropped_at_source")
+
+
+class SessionError(RuntimeError):
+    """The session cannot start; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    duration_s: float | None = None
+    headless: bool = False
+    json_path: str | None = None
+    record_dir: str | None = None
+    record_calibration_dir: str | None = None
+    run_dir: str | None = None
+    synthetic_truth: bool = False  # evaluate against the synthetic rig's ground truth
+
+
+def stage_available(module: str) -> bool:
+    """Whether a stage's module exists in this installation (stages land one by one)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def prepare(rig: RigConfig, run_dir: Path) -> tuple[RigConfig, dict[str, Any]]:
+    """Resolve what the session needs before any process starts; raise SessionError otherwise.
+
+    Returns the effective config (written to run_dir/rig.toml) and facts for the summary.
+    """
+    facts: dict[str, Any] = {}
+    synthetic = all(c.source_kind == "synthetic" for c in rig.cameras)
+    if not rig.calibration.file and synthetic:
+        from synthetic.rig import default_rig  # the synthetic rig's true calibration
+
+        path = run_dir / "calibration.toml"
+        default_rig().subset(rig.camera_names).save(path)
+        rig = replace_section(rig, "calibration", file=str(path))
+    if rig.calibration.file:
+        try:
+            load_calibration(rig.calibration.file, rig.camera_names)
+        except CalibrationError as e:
+            raise SessionError(str(e)) from None
+    if rig.inference.model:
+        if not stage_available("inference.check"):
+            raise SessionError("inference.model is set but the inference stage is not installed")
+        from inference.check import check_model_cli  # lazy: imports the model framework
+
+        info = check_model_cli(rig)  # raises SessionError-like ValueError with a clear message
+        facts["model"] = info
+    return rig, facts
+
+
+def plan(rig: RigConfig, config_path: Path, opts: SessionOptions) -> tuple[list[ProcessSpec], list[ProcessSpec]]:
+    """(consumers, cameras) process specs for the stages that exist and are enabled."""
+    cfg = ("--config", str(config_path))
+    consumers: list[ProcessSpec] = []
+    if opts.record_dir and stage_available("recorder.process"):
+        consumers.append(ProcessSpec("recorder", "recorder.process", cfg + ("--out", opts.record_dir)))
+    if rig.inference.model and stage_available("inference.worker"):
+        for j, _ in enumerate(rig.worker_groups()):
+            consumers.append(ProcessSpec(f"inference/{j}", "inference.worker", cfg + ("--worker", str(j)),
+                                         restart=True))
+        if rig.fusion.enabled and rig.calibration.file and stage_available("fusion.process"):
+            consumers.append(ProcessSpec("fusion", "fusion.process", cfg, restart=True))
+            if rig.events.enabled and stage_available("events.process"):
+                consumers.append(ProcessSpec("events", "events.process", cfg, restart=True))
+    else:
+        consumers.append(ProcessSpec("probe", "acquisition.probe", cfg))
+    if opts.synthetic_truth and stage_available("synthetic.evaluate"):
+        consumers.append(ProcessSpec("evaluator", "synthetic.evaluate", cfg))
+    if opts.record_calibration_dir:
+        consumers.append(ProcessSpec("calibration-recorder", "calibration.capture",
+                                     cfg + ("--out", opts.record_calibration_dir)))
+    if not opts.headless and stage_available("viewer.app"):
+        consumers.append(ProcessSpec("viewer", "viewer.app", cfg + ("--connect", Endpoints(rig).connect("directory"))))
+    cameras = [ProcessSpec(f"camera/{c.name}", "acquisition.capture", cfg + ("--camera", c.name), restart=True)
+               for c in rig.cameras]
+    return consumers, cameras
+
+
+class StatsCollector:
+    """Subscribes to every stage's stats topic; keeps the newest stats of each process."""
+
+    def __init__(self, ctx: zmq.Context, rig: RigConfig) -> None:
+        eps = Endpoints(rig)
+        endpoints = [v for k, v in eps.directory().items() if k != "directory"]
+        self.sub = make_sub(ctx, endpoints, [b"stats/"], rcvhwm=10_000)
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.generations: dict[str, dict[Any, dict[str, Any]]] = {}  # process -> pid -> newest stats
+        self.counters = ReceiveCounters()
+
+    def pump(self, timeout_ms: int = 0) -> None:
+        if not self.sub.poll(timeout_ms):
+            return
+        while True:
+            pkt = recv_packet(self.sub, self.counters, zmq.NOBLOCK)
+            if pkt is None:
+                if not self.sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    return
+                continue
+            if isinstance(pkt, StatsPacket):
+                stats = dict(pkt.stats)
+                self.latest[pkt.process] = stats
+                self.generations.setdefault(pkt.process, {})[stats.get("pid")] = stats
+
+    def merged(self) -> dict[str, dict[str, Any]]:
+        """Newest stats per process, with counters summed over restarts of that process."""
+        out = {}
+        for name, latest in self.latest.items():
+            merged = dict(latest)
+            gens = self.generations.get(name, {})
+            for key in SUMMED_COUNTERS:
+                if key in latest and len(gens) > 1:
+                    merged[key] = sum(g.get(key, 0) for g in gens.values())
+            out[name] = merged
+        return out
+
+    def ready(self, name: str) -> bool:
+        return bool(self.latest.get(name, {}).get("ready"))
+
+    def close(self) -> None:
+        self.sub.close(0)
+
+
+class Directory:
+    """Answers b"directory" requests with every endpoint of the session (for `ratrig view --connect`)."""
+
+    def __init__(self, ctx: zmq.Context, rig: RigConfig, config_path: Path) -> None:
+        self.sock = ctx.socket(zmq.REP)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(Endpoints(rig).bind("directory"))
+        self.reply = msgpack.packb({"endpoints": Endpoints(rig).directory(), "config_path": str(config_path),
+                                    "rig": rig.name, "cameras": rig.camera_names,
+                                    "calibration": rig.calibration.file, "ratrig_version": __version__})
+
+    def serve(self) -> None:
+        while self.sock.poll(0):
+            self.sock.recv()
+            self.sock.send(self.reply)
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+def run_session(rig: RigConfig, opts: SessionOptions) -> dict[str, Any]:
+    """Run the rig until opts.duration_s (or Ctrl-C) and return the summary (also written to JSON)."""
+    run_dir = Path(opts.run_dir or tempfile.mkdtemp(prefix="ratrig-run-"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rig, facts = prepare(rig, run_dir)
+    config_path = run_dir / "rig.toml"
+    save_config(rig, config_path)
+    consumers, cameras = plan(rig, config_path, opts)
+    log.info("session %s: logs in %s; stages: %s", rig.name, run_dir,
+             ", ".join(s.name for s in consumers + cameras))
+
+    ctx = zmq.Context()
+    sup = Supervisor(run_dir / "logs")
+    collector = StatsCollector(ctx, rig)
+    directory = Directory(ctx, rig, config_path)
+    interrupted = False
+    t0_ns = None
+    events: list[str] = []
+    try:
+        for spec in consumers:
+            sup.add(spec)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        waiting = [s.name for s in consumers if s.name not in ("viewer", "calibration-recorder")]
+        while waiting and time.monotonic() < deadline:
+            collector.pump(100)
+            directory.serve()
+            events += sup.poll()
+            for name in list(waiting):
+                if collector.ready(name) or sup.procs[name].state in ("failed", "exited"):
+                    waiting.remove(name)
+        if waiting:
+            log.warning("stages not ready after %.0f s, starting anyway: %s", READY_TIMEOUT_S, waiting)
+        failed = [n for n, st in sup.procs.items() if st.state == "failed"]
+        if failed:
+            raise SessionError("stages failed to start: " + "; ".join(f"{n}: {sup.tail_log(n, 5)}" for n in failed))
+        t0_ns = now_ns() + int(CAMERA_START_DELAY_S * 1e9)
+        for spec in cameras:
+            sup.add(dataclasses.replace(spec, args=spec.args + ("--t0-ns", str(t0_ns))))
+        end = None if opts.duration_s is None else t0_ns + int(opts.duration_s * 1e9)
+        while end is None or now_ns() < end:
+            collector.pump(50)
+            directory.serve()
+            for line in sup.poll():
+                log.warning("%s", line)
+                events.append(line)
+    except KeyboardInterrupt:
+        interrupted = True
+        log.info("interrupted; stopping")
+    finally:
+        stopped_ns = now_ns()
+        camera_names = [s.name for s in cameras if s.name in sup.procs]
+        sup.stop(camera_names, timeout_s=5.0)
+        drain_until = time.monotonic() + 1.5
+        while time.monotonic() < drain_until:
+            collector.pump(50)
+            directory.serve()
+        sup.stop(timeout_s=10.0)
+        end_pump = time.monotonic() + 0.5
+        while time.monotonic() < end_pump:
+            collector.pump(50)
+        report = sup.report()
+        sup.close()
+        collector.close()
+        directory.close()
+        ctx.term()
+    duration_s = 0.0 if t0_ns is None else max(0.0, (stopped_ns - t0_ns) / 1e9)
+    summary = build_summary(rig, collector.merged(), report, duration_s=duration_s,
+                            config_path=rig.path or str(config_path), events=events, facts=facts)
+    summary["interrupted"] = interrupted
+    summary["run_dir"] = str(run_dir)
+    text = json.dumps(summary, indent=2, sort_keys=False)
+    if opts.json_path:
+        atomic_write_text(opts.json_path, text + "\n")
+    return summary

@@ -1,0 +1,111 @@
+"""The session summary: a stable JSON contract that scripts and CI read.
+
+Keys (a stage that did not run leaves its keys out rather than writing zeros):
+
+    ratrig_version, duration_s, config
+    cameras.<name>.{captured, published, received, dropped, fps, inferred, skipped, restarts, failed}
+    latency_ms.{transport, capture_to_2d, capture_to_3d, capture_to_event}.{p50, p99}
+    fusion.{frame_sets, fps}
+    accuracy.pose2d_error_px.{median, p95}                       (synthetic rig only)
+    accuracy.pose3d_error_mm.{raw, filtered}.{median, p95}       (synthetic rig only)
+    events.touchdown.{precision, recall, timing_error_ms_median} (synthetic rig only)
+    processes.<name>.{state, restarts, exit_codes}
+    problems: [lines]
+
+Definitions: `captured` counts frames the camera grabbed from t0; `published` those sent; `received`
+those the first consumer (inference worker, or the probe without one) took off the wire; `dropped`
+= captured - received. Latency percentiles are per camera in the stages; the summary reports the
+median of the per-camera p50s and the worst per-camera p99.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ratrig import __version__
+from ratrig.config import RigConfig
+
+
+def _combine(parts: list[Mapping[str, Any] | None]) -> dict[str, float] | None:
+    parts = [p for p in parts if p]
+    if not parts:
+        return None
+    return {"p50": round(float(np.median([p["p50"] for p in parts])), 3),
+            "p99": round(float(max(p["p99"] for p in parts)), 3)}
+
+
+def build_summary(
+    rig: RigConfig,
+    stats: Mapping[str, Mapping[str, Any]],
+    processes: Mapping[str, Mapping[str, Any]],
+    duration_s: float,
+    config_path: str,
+    events: list[str] | None = None,
+    facts: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Newest stats per process -> the summary dict documented above."""
+    out: dict[str, Any] = {"ratrig_version": __version__, "duration_s": round(duration_s, 3), "config": config_path}
+    receivers = {name: s for name, s in stats.items() if name == "probe" or name.startswith("inference/")}
+    cameras: dict[str, Any] = {}
+    transport, to2d = [], []
+    for cam in rig.camera_names:
+        c: dict[str, Any] = {}
+        cs = stats.get(f"camera/{cam}")
+        if cs is not None:
+            c["captured"] = int(cs.get("captured", 0))
+            c["published"] = int(cs.get("published", 0))
+            c["fps"] = float(cs.get("fps", 0.0))
+            if cs.get("failed"):
+                c["failed"] = cs["failed"]
+        proc = processes.get(f"camera/{cam}")
+        if proc is not None:
+            c["restarts"] = int(proc.get("restarts", 0))
+        for rs in receivers.values():
+            per = rs.get("cameras", {}).get(cam)
+            if per is None:
+                continue
+            c["received"] = int(per.get("received", 0))
+            for key in ("inferred", "skipped"):
+                if key in per:
+                    c[key] = int(per[key])
+            transport.append(per.get("transport_ms"))
+            to2d.append(per.get("capture_to_2d_ms"))
+        if "captured" in c and "received" in c:
+            c["dropped"] = max(0, c["captured"] - c["received"])
+        cameras[cam] = c
+    out["cameras"] = cameras
+
+    latency: dict[str, Any] = {}
+    for key, parts in (("transport", transport), ("capture_to_2d", to2d)):
+        combined = _combine(parts)
+        if combined:
+            latency[key] = combined
+    fusion = stats.get("fusion")
+    if fusion is not None:
+        if fusion.get("capture_to_3d_ms"):
+            latency["capture_to_3d"] = _combine([fusion["capture_to_3d_ms"]])
+        out["fusion"] = {"frame_sets": int(fusion.get("frame_sets", 0)), "fps": float(fusion.get("fps", 0.0))}
+        for key in ("late", "views_used_mean"):
+            if key in fusion:
+                out["fusion"][key] = fusion[key]
+    ev = stats.get("events")
+    if ev is not None and ev.get("capture_to_event_ms"):
+        latency["capture_to_event"] = _combine([ev["capture_to_event_ms"]])
+    if latency:
+        out["latency_ms"] = latency
+
+    evaluator = stats.get("evaluator")
+    if evaluator is not None:
+        if evaluator.get("accuracy"):
+            out["accuracy"] = dict(evaluator["accuracy"])
+        if evaluator.get("events"):
+            out["events"] = dict(evaluator["events"])
+    if ev is not None and ev.get("counts"):
+        out.setdefault("events", {})["counts"] = dict(ev["counts"])
+    out["processes"] = {k: dict(v) for k, v in processes.items()}
+    out["problems"] = list(events or [])
+    if facts:
+        out.update({k: v for k, v in facts.items() if k not in out})
+    return out
