@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config", required=True, help="rig TOML file")
     p.add_argument("--camera", required=True, help="camera name in the config")
     p.add_argument("--t0-ns", type=int, default=None, help="session start on the monotonic clock (shared tick schedule)")
+    p.add_argument("--t0-file", default=None,
+                   help="wait (source open, ready reported) until this file holds t0 in ns: one start for all cameras")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds from t0")
     p.add_argument("--bind", default=None, help="override the PUB endpoint")
     return p.parse_args(argv)
@@ -45,6 +47,20 @@ def _sleep_until(t_ns: int, stop: list[bool]) -> None:
         if dt <= 0:
             return
         time.sleep(min(dt, 0.05))
+
+
+def _wait_for_start(path: str, stop: list[bool], publish_stats) -> int:
+    """Report ready until the supervisor writes the shared start time into `path`."""
+    while not stop[0]:
+        try:
+            text = open(path).read().strip()
+            if text:
+                return int(text)
+        except FileNotFoundError:
+            pass
+        publish_stats()
+        time.sleep(0.1)
+    return now_ns()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def publish_stats(final: bool = False) -> None:
         stats = dict(counters, camera=cam.name, fps=rate.rate(), ready=True, final=final, pid=os.getpid(),
-                     grab_ms=grab_cost.summary(), t0_ns=t0_ns)
+                     grab_ms=grab_cost.summary(), t0_ns=t0_ns, started=counters["captured"] > 0)
         send_packet(pub, StatsPacket(process=process, sent_ns=now_ns(), stats=stats), block=False)
 
     rc = 0
@@ -94,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         except Exception as e:  # a back-end bug must still name the camera
             raise SourceError(f"camera {cam.name}: cannot open source {cam.source!r}: {e}") from e
+        if args.t0_file:
+            t0_ns = _wait_for_start(args.t0_file, stop, publish_stats)
+            counters["t0_ns"] = t0_ns
+            if hasattr(source, "t0_ns"):
+                source.t0_ns = t0_ns
         _sleep_until(t0_ns, stop)
         k = max(0, (now_ns() - t0_ns) // period_ns) if now_ns() > t0_ns else 0
         while not stop[0]:

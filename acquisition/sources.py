@@ -136,7 +136,7 @@ class SyntheticSource:
     def __init__(self, cam: CameraConfig, rig: RigConfig, t0_ns: int) -> None:
         self.cam = cam
         self.rig = rig
-        self.t0_ns = t0_ns
+        self.t0_ns = t0_ns  # the session start; the capture loop sets it once the start is known
         self._camera = None
 
     def open(self) -> None:

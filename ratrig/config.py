@@ -102,6 +102,7 @@ class SyntheticConfig:
     drop_prob: float = 0.0  # fault: probability that a frame is lost before publishing
     jitter_ms: float = 0.0  # fault: timestamp jitter (std, ms)
     die_after_s: dict[str, float] = field(default_factory=dict)  # fault: camera name -> seconds
+    session_s: float = 600.0  # length of the simulated walk; longer sessions loop it
 
 
 @dataclass(frozen=True)
@@ -150,14 +151,32 @@ class FusionConfig:
 
 @dataclass(frozen=True)
 class EventsConfig:
+    """Paw placement detection, rule triggers and output plugins (see `events/` for the details).
+
+    Thresholds left unset (None) are derived from `rat_length_mm` (events.paw.default_thresholds);
+    `paws` overrides any threshold per paw, e.g. ``[events.paws.hind_left_paw] touchdown_height_mm = 10``.
+    """
+
     enabled: bool = True
-    touchdown_height_mm: float = 8.0
-    liftoff_height_mm: float = 12.0
-    touchdown_speed_mm_s: float = 80.0
-    min_duration_ms: float = 30.0
+    rat_length_mm: float = 230.0  # nose to tail base; scales the default thresholds
+    touchdown_height_mm: Union[float, None] = None  # paw keypoint z below this (and slow) = on the floor
+    liftoff_height_mm: Union[float, None] = None  # z above this (or fast) = off the floor
+    touchdown_speed_mm_s: Union[float, None] = None
+    liftoff_speed_mm_s: Union[float, None] = None
+    min_duration_ms: Union[float, None] = None  # a new state must hold this long (default 30)
+    speed_window_ms: Union[float, None] = None  # span the paw speed is measured over (default 110)
     paws: dict[str, dict[str, float]] = field(default_factory=dict)  # per-paw overrides of the above
-    outputs: list[dict[str, Any]] = field(default_factory=list)  # output plugins, validated by `events`
-    rules: list[dict[str, Any]] = field(default_factory=list)  # rule triggers, validated by `events`
+    # output plugins: tables with type = "serial" | "udp" | "zmq" | "python"; validated by `events`
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    # rule triggers: tables {name = "rearing", when = "nose.z > 150 mm for 0.3 s"}; validated by `events`
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    stats_interval_s: float = 1.0  # how often the events process publishes stats/events
+
+    def validate(self, where: str) -> None:
+        if not self.rat_length_mm > 0:
+            raise ConfigError(f"{where}.rat_length_mm: expected a number > 0, got {self.rat_length_mm}")
+        if not self.stats_interval_s > 0:
+            raise ConfigError(f"{where}.stats_interval_s: expected a number > 0, got {self.stats_interval_s}")
 
 
 @dataclass(frozen=True)
@@ -198,6 +217,27 @@ class CorridorConfig:
 
 
 @dataclass(frozen=True)
+class ApparatusConfig:
+    """Test apparatus geometry in the world frame (used by `analysis`)."""
+
+    cylinder_center_mm: list[float] = field(default_factory=lambda: [0.0, 0.0])  # (x, y) of the cylinder axis
+    cylinder_radius_mm: float = 100.0  # inner radius (a 20 cm diameter cylinder)
+    pots_mm: list[list[float]] = field(default_factory=list)  # corridor pot centres, [[x, y], ...]
+    pot_zone_radius_mm: float = 20.0  # the nose is in a pot's zone within this horizontal distance
+
+    def validate(self, where: str) -> None:
+        if len(self.cylinder_center_mm) != 2:
+            raise ConfigError(f"{where}.cylinder_center_mm: expected [x, y] in mm, got {self.cylinder_center_mm}")
+        if not self.cylinder_radius_mm > 0:
+            raise ConfigError(f"{where}.cylinder_radius_mm: expected a number > 0, got {self.cylinder_radius_mm}")
+        if not self.pot_zone_radius_mm > 0:
+            raise ConfigError(f"{where}.pot_zone_radius_mm: expected a number > 0, got {self.pot_zone_radius_mm}")
+        for i, pot in enumerate(self.pots_mm):
+            if len(pot) != 2:
+                raise ConfigError(f"{where}.pots_mm[{i}]: expected [x, y] in mm, got {pot}")
+
+
+@dataclass(frozen=True)
 class RigConfig:
     """The whole rig. `path` is the file it came from (None when built in code)."""
 
@@ -213,6 +253,7 @@ class RigConfig:
     events: EventsConfig = field(default_factory=EventsConfig)
     recorder: RecorderConfig = field(default_factory=RecorderConfig)
     viewer: ViewerConfig = field(default_factory=ViewerConfig)
+    apparatus: ApparatusConfig = field(default_factory=ApparatusConfig)
     path: Union[str, None] = None
 
     def validate(self, where: str) -> None:
@@ -283,10 +324,12 @@ class Endpoints:
     def _url(self, host: str, port: int) -> str:
         return f"tcp://{host}:{port}"
 
-    # offsets: 0 directory, 1..  cameras, 40.. workers, 80 fusion, 81 events, 82 recorder, 83 supervisor
+    # offsets: 0 directory, 1..  cameras, 40.. workers, 80 fusion, 81 events, 82 recorder,
+    # 83 supervisor, 84 evaluator (synthetic rig), 85 calibration recorder
     def ports(self) -> dict[str, int]:
         p = {"directory": self._port(0), "fusion": self._port(80), "events": self._port(81),
-             "recorder": self._port(82), "supervisor": self._port(83)}
+             "recorder": self._port(82), "supervisor": self._port(83), "evaluator": self._port(84),
+             "calibration-recorder": self._port(85)}
         for i, cam in enumerate(self.rig.cameras):
             p[f"camera/{cam.name}"] = self._port(1 + i)
         for j in range(len(self.rig.worker_groups())):
@@ -469,6 +512,25 @@ def load_config(path: str | os.PathLike[str], check_sources: bool = False) -> Ri
             except ConfigError as e:
                 raise ConfigError(f"{path}: {e}") from None
     return rig
+
+
+def load_section(path: str | os.PathLike[str], section: str) -> Any:
+    """Read and validate one section of a rig TOML file, ignoring the others (default when absent).
+
+    For readers of a recorded session's rig.toml on another machine, where the camera devices and
+    video files of the other sections need not exist. Raises ConfigError naming the file and key.
+    """
+    path = Path(path)
+    hints = typing.get_type_hints(RigConfig)
+    if section not in hints or not dataclasses.is_dataclass(hints[section]):
+        raise ConfigError(f"{path}: {section}: not a section of the rig config")
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = read_toml(path)
+    except TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return _convert(data.get(section, {}), hints[section], section, str(path))
 
 
 def replace_section(rig: RigConfig, section: str, **changes: Any) -> RigConfig:

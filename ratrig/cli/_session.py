@@ -36,7 +36,7 @@ from ratrig.transport import ReceiveCounters, make_sub, recv_packet
 log = logging.getLogger("ratrig.session")
 
 READY_TIMEOUT_S = 120.0
-CAMERA_START_DELAY_S = 2.0
+CAMERA_START_DELAY_S = 0.5
 #: counters that a restarted process starts again from zero: the summary adds them over restarts
 SUMMED_COUNTERS = ("captured", "published", "dropped_at_source")
 
@@ -83,13 +83,21 @@ def prepare(rig: RigConfig, run_dir: Path) -> tuple[RigConfig, dict[str, Any]]:
         except CalibrationError as e:
             raise SessionError(str(e)) from None
     if rig.inference.model:
-        if not stage_available("inference.check"):
-            raise SessionError("inference.model is set but the inference stage is not installed")
-        from inference.check import check_model_cli  # lazy: imports the model framework
-
-        info = check_model_cli(rig)  # raises SessionError-like ValueError with a clear message
-        facts["model"] = info
+        facts["model"] = check_model(rig)
     return rig, facts
+
+
+def check_model(rig: RigConfig) -> dict[str, Any]:
+    """Validate the configured model before any camera opens; its identity for the summary."""
+    if not stage_available("inference.engines"):
+        raise SessionError("inference.model is set but the inference stage is not installed")
+    from inference.engines import ModelError, check_model as check  # lazy: the model framework
+
+    try:
+        info = check(rig.inference, rig.keypoints)
+    except ModelError as e:
+        raise SessionError(str(e)) from None
+    return {"path": info.path, "engine": info.engine, "sha256": info.sha256, "bodyparts": list(info.bodyparts)}
 
 
 def plan(rig: RigConfig, config_path: Path, opts: SessionOptions) -> tuple[list[ProcessSpec], list[ProcessSpec]]:
@@ -188,6 +196,9 @@ def run_session(rig: RigConfig, opts: SessionOptions) -> dict[str, Any]:
     """Run the rig until opts.duration_s (or Ctrl-C) and return the summary (also written to JSON)."""
     run_dir = Path(opts.run_dir or tempfile.mkdtemp(prefix="ratrig-run-"))
     run_dir.mkdir(parents=True, exist_ok=True)
+    if opts.duration_s is not None and all(c.source_kind == "synthetic" for c in rig.cameras):
+        # simulate just the walk this session needs (startup cost grows with its length)
+        rig = replace_section(rig, "synthetic", session_s=float(max(30.0, opts.duration_s + 10.0)))
     rig, facts = prepare(rig, run_dir)
     config_path = run_dir / "rig.toml"
     save_config(rig, config_path)
@@ -219,9 +230,23 @@ def run_session(rig: RigConfig, opts: SessionOptions) -> dict[str, Any]:
         failed = [n for n, st in sup.procs.items() if st.state == "failed"]
         if failed:
             raise SessionError("stages failed to start: " + "; ".join(f"{n}: {sup.tail_log(n, 5)}" for n in failed))
-        t0_ns = now_ns() + int(CAMERA_START_DELAY_S * 1e9)
+        t0_file = run_dir / "t0_ns"
+        if t0_file.exists():
+            t0_file.unlink()
         for spec in cameras:
-            sup.add(dataclasses.replace(spec, args=spec.args + ("--t0-ns", str(t0_ns))))
+            sup.add(dataclasses.replace(spec, args=spec.args + ("--t0-file", str(t0_file))))
+        # one start for all cameras once every source is open (a slow one does not start late)
+        waiting = [s.name for s in cameras]
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while waiting and time.monotonic() < deadline:
+            collector.pump(100)
+            directory.serve()
+            events += sup.poll()
+            waiting = [n for n in waiting if not collector.ready(n) and sup.procs[n].state not in ("failed", "exited")]
+        if waiting:
+            log.warning("cameras not ready after %.0f s, starting without them: %s", READY_TIMEOUT_S, waiting)
+        t0_ns = now_ns() + int(CAMERA_START_DELAY_S * 1e9)
+        atomic_write_text(t0_file, f"{t0_ns}\n")
         end = None if opts.duration_s is None else t0_ns + int(opts.duration_s * 1e9)
         while end is None or now_ns() < end:
             collector.pump(50)

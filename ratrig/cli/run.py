@@ -10,7 +10,7 @@ import sys
 
 from ratrig.camera import CalibrationError, load_calibration
 from ratrig.cli._common import add_session_args, apply_overrides, print_summary, setup_logging
-from ratrig.cli._session import SessionError, SessionOptions, run_session
+from ratrig.cli._session import SessionError, SessionOptions, check_model, run_session
 from ratrig.config import ConfigError, load_config
 
 
@@ -30,14 +30,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.check:
         if rig.inference.model:
-            from inference.check import check_model_cli
-
             try:
-                info = check_model_cli(rig)
-            except ValueError as e:
+                info = check_model(rig)
+            except SessionError as e:
                 print(f"ratrig run: {e}", file=sys.stderr)
                 return 2
-            print(f"model: {info}")
+            print(f"model: {info['path']} ({info['engine']}, sha256 {info['sha256'][:12]}..., "
+                  f"bodyparts {info['bodyparts']})")
         print(f"{args.config}: OK ({len(rig.cameras)} cameras)")
         return 0
     synthetic = all(c.source_kind == "synthetic" for c in rig.cameras)

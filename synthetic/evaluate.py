@@ -1,0 +1,190 @@
+"""Live evaluation against the synthetic rig's ground truth (`ratrig demo`'s accuracy keys).
+
+    python -m synthetic.evaluate --config RIG.toml
+
+Subscribes to the 2D keypoints of every inference worker, the 3D poses of fusion and the events,
+compares them with the truth of the same moment (frame k of the shared tick schedule) and publishes
+the running figures as stats/evaluator:
+
+    accuracy.pose2d_error_px.{median, p95, n}           visible keypoints with a finite prediction
+    accuracy.pose3d_error_mm.{raw, filtered}.{median, p95, n}
+    accuracy.pose3d_coverage.{raw, filtered}            fraction of true keypoints with a 3D estimate
+    events.touchdown.{precision, recall, timing_error_ms_median, n_true, n_detected}
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+import numpy as np
+import zmq
+
+from ratrig.clock import now_ns
+from ratrig.config import ConfigError, Endpoints, load_config
+from ratrig.messages import EventPacket, Keypoints2DPacket, Pose3DPacket, StatsPacket
+from ratrig.stats import install_stop_handlers
+from ratrig.transport import ReceiveCounters, make_pub, make_sub, recv_packet, send_packet
+
+log = logging.getLogger("ratrig.evaluate")
+
+
+def _pct(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    a = np.asarray(values, float)
+    return {"median": round(float(np.median(a)), 3), "p95": round(float(np.percentile(a, 95)), 3), "n": int(a.size)}
+
+
+class Evaluator:
+    """Accumulates errors of live outputs against the truth (pure; fed packets)."""
+
+    def __init__(self, truth: Any, renderer: Any, keypoints: list[str]) -> None:
+        self.truth = truth
+        self.renderer = renderer
+        self.keypoints = list(keypoints)
+        self.err2d: list[float] = []
+        self.err3d_raw: list[float] = []
+        self.err3d_filt: list[float] = []
+        self.n3d = {"raw": 0, "filtered": 0, "total": 0}
+        self.touchdowns: list[tuple[str, float]] = []  # (paw, session time s)
+        self.t0_ns: int | None = None
+        self.fps = truth.trajectory.fps
+        self.max_frame = -1
+        self._vis_cache: dict[tuple[str, int], np.ndarray] = {}
+
+    def _true(self, names: tuple[str, ...], frame_index: int) -> np.ndarray:
+        kp = self.truth.keypoints_mm(frame_index)
+        order = [self.truth.trajectory.keypoint_names.index(n) for n in names]
+        return kp[order]
+
+    def add_pose2d(self, p: Keypoints2DPacket) -> None:
+        cam = self.truth.calibration.camera(p.camera)
+        k = p.frame_index
+        truth_mm = self._true(p.keypoint_names, k)
+        truth_px = cam.project(truth_mm)
+        key = (p.camera, self.truth.row(k))
+        vis = self._vis_cache.get(key)
+        if vis is None:
+            full = self.renderer.visibility(p.camera, self.truth.keypoints_mm(k), self.truth.extra_mm(k))
+            order = [self.truth.trajectory.keypoint_names.index(n) for n in p.keypoint_names]
+            vis = np.asarray(full)[order]
+            self._vis_cache[key] = vis
+        pred = np.asarray(p.keypoints, float)[:, :2]
+        err = np.linalg.norm(pred - truth_px, axis=1)
+        ok = vis & np.isfinite(err)
+        self.err2d.extend(err[ok].tolist())
+        self.max_frame = max(self.max_frame, k)
+
+    def add_pose3d(self, p: Pose3DPacket) -> None:
+        if not p.frame_indices:
+            return
+        k = int(np.median(list(p.frame_indices.values())))
+        truth = self._true(p.keypoint_names, k)
+        raw_err = np.linalg.norm(np.asarray(p.raw_mm) - truth, axis=1)
+        if p.predicted_ahead_ms:
+            t = self.truth.row(k) / self.fps + p.predicted_ahead_ms / 1e3
+            kp_future, _ = self.truth.trajectory.pose_at(t)
+            order = [self.truth.trajectory.keypoint_names.index(n) for n in p.keypoint_names]
+            filt_truth = np.asarray(kp_future)[order]
+        else:
+            filt_truth = truth
+        filt_err = np.linalg.norm(np.asarray(p.filtered_mm) - filt_truth, axis=1)
+        self.err3d_raw.extend(raw_err[np.isfinite(raw_err)].tolist())
+        self.err3d_filt.extend(filt_err[np.isfinite(filt_err)].tolist())
+        self.n3d["raw"] += int(np.isfinite(raw_err).sum())
+        self.n3d["filtered"] += int(np.isfinite(filt_err).sum())
+        self.n3d["total"] += len(raw_err)
+
+    def add_event(self, e: EventPacket) -> None:
+        if e.name == "touchdown" and self.t0_ns is not None:
+            self.touchdowns.append((e.subject, (e.capture_ns - self.t0_ns) / 1e9))
+
+    def touchdown_accuracy(self) -> dict[str, Any] | None:
+        if self.t0_ns is None or self.max_frame < 0:
+            return None
+        from events.accuracy import touchdown_accuracy  # the events stage's matcher
+
+        t_end = self.max_frame / self.fps
+        return touchdown_accuracy(self.touchdowns, self.truth.trajectory.contacts, t_start_s=0.5,
+                                  t_end_s=t_end - 0.5, frame_period_s=1.0 / self.fps)
+
+    def report(self) -> dict[str, Any]:
+        acc: dict[str, Any] = {}
+        if self.err2d:
+            acc["pose2d_error_px"] = _pct(self.err2d)
+        if self.n3d["total"]:
+            acc["pose3d_error_mm"] = {"raw": _pct(self.err3d_raw), "filtered": _pct(self.err3d_filt)}
+            acc["pose3d_coverage"] = {k: round(self.n3d[k] / self.n3d["total"], 4) for k in ("raw", "filtered")}
+        out: dict[str, Any] = {"accuracy": acc}
+        try:
+            td = self.touchdown_accuracy() if self.touchdowns else None
+        except ImportError:
+            td = None
+        if td is not None:
+            out["events"] = {"touchdown": td}
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(prog="python -m synthetic.evaluate")
+    p.add_argument("--config", required=True)
+    args = p.parse_args(argv)
+    try:
+        rig = load_config(args.config)
+    except ConfigError as e:
+        log.error("%s", e)
+        return 2
+    from synthetic.live import SyntheticTruth, corridor_of
+    from synthetic.render import Renderer
+
+    truth = SyntheticTruth.from_rig_config(rig)
+    renderer = Renderer(truth.calibration, corridor_of(rig), seed=rig.synthetic.seed)
+    ev = Evaluator(truth, renderer, rig.keypoints)
+    eps = Endpoints(rig)
+    ctx = zmq.Context()
+    sources = [eps.connect(f"inference/{j}") for j in range(len(rig.worker_groups()))]
+    sources += [eps.connect("fusion"), eps.connect("events")]
+    sources += [eps.connect(f"camera/{c}") for c in rig.camera_names]
+    sub = make_sub(ctx, sources, [b"pose2d/", b"pose3d", b"event/", b"stats/camera/"], rcvhwm=100_000)
+    pub = make_pub(ctx, eps.bind("evaluator"))
+    stop = [False]
+    install_stop_handlers(stop)
+    counters = ReceiveCounters()
+    last = 0
+
+    def publish(final: bool = False) -> None:
+        stats = dict(ev.report(), ready=True, final=final)
+        send_packet(pub, StatsPacket("evaluator", now_ns(), stats), block=False)
+
+    while not stop[0]:
+        if sub.poll(100):
+            while True:
+                pkt = recv_packet(sub, counters, zmq.NOBLOCK)
+                if pkt is None:
+                    if not sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                        break
+                    continue
+                if isinstance(pkt, Keypoints2DPacket):
+                    ev.add_pose2d(pkt)
+                elif isinstance(pkt, Pose3DPacket):
+                    ev.add_pose3d(pkt)
+                elif isinstance(pkt, EventPacket):
+                    ev.add_event(pkt)
+                elif isinstance(pkt, StatsPacket) and ev.t0_ns is None and "t0_ns" in pkt.stats:
+                    ev.t0_ns = int(pkt.stats["t0_ns"])
+        if now_ns() - last > 1_000_000_000:
+            publish()
+            last = now_ns()
+    publish(final=True)
+    pub.setsockopt(zmq.LINGER, 1000)
+    pub.close()
+    sub.close()
+    ctx.term()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
