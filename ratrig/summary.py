@@ -70,7 +70,7 @@ def build_summary(
             for key in ("inferred", "skipped"):
                 if key in per:
                     c[key] = int(per[key])
-            transport.append(per.get("transport_ms"))
+            transport.append(per.get("transport_ms") or per.get("transport_latency_ms"))
             to2d.append(per.get("capture_to_2d_ms"))
         if "captured" in c and "received" in c:
             c["dropped"] = max(0, c["captured"] - c["received"])

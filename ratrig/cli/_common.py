@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -46,6 +47,17 @@ def apply_overrides(rig: RigConfig, args: argparse.Namespace) -> RigConfig:
         die[name] = float(secs)
         rig = replace_section(rig, "synthetic", die_after_s=die)
     return rig
+
+
+def viewer_possible(headless: bool) -> bool:
+    """False (with a log line) when the viewer was asked for but there is no display to show it on."""
+    if headless:
+        return False
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        logging.getLogger("ratrig").warning("no display (DISPLAY unset): running headless; "
+                                            "attach later with `ratrig view --connect ...`")
+        return False
+    return True
 
 
 def setup_logging(verbose: bool) -> None:

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ratrig.cli._common import add_session_args, apply_overrides, print_summary, setup_logging
+from ratrig.cli._common import add_session_args, apply_overrides, print_summary, setup_logging, viewer_possible
 from ratrig.cli._session import SessionError, SessionOptions, run_session
 from ratrig.config import ConfigError, load_config
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if not all(c.source_kind == "synthetic" for c in rig.cameras):
         print(f"ratrig demo: {args.config} has non-synthetic cameras; use `ratrig run`", file=sys.stderr)
         return 2
-    opts = SessionOptions(duration_s=args.duration, headless=args.headless, json_path=args.json,
+    opts = SessionOptions(duration_s=args.duration, headless=not viewer_possible(args.headless), json_path=args.json,
                           record_dir=args.record, record_calibration_dir=args.record_calibration,
                           run_dir=args.run_dir, synthetic_truth=True)
     try:

@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from ratrig.camera import CalibrationError, load_calibration
-from ratrig.cli._common import add_session_args, apply_overrides, print_summary, setup_logging
+from ratrig.cli._common import add_session_args, apply_overrides, print_summary, setup_logging, viewer_possible
 from ratrig.cli._session import SessionError, SessionOptions, check_model, run_session
 from ratrig.config import ConfigError, load_config
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: OK ({len(rig.cameras)} cameras)")
         return 0
     synthetic = all(c.source_kind == "synthetic" for c in rig.cameras)
-    opts = SessionOptions(duration_s=args.duration, headless=args.headless, json_path=args.json,
+    opts = SessionOptions(duration_s=args.duration, headless=not viewer_possible(args.headless), json_path=args.json,
                           record_dir=args.record, record_calibration_dir=args.record_calibration,
                           run_dir=args.run_dir, synthetic_truth=synthetic)
     try:
