@@ -139,7 +139,7 @@ class CalibrationConfig:
 @dataclass(frozen=True)
 class FusionConfig:
     enabled: bool = True
-    tolerance_ms: Union[float, None] = None  # frame-set grouping tolerance; default half a frame period
+    tolerance_ms: Union[float, None] = None  # frame-set grouping tolerance; default a quarter frame period
     max_wait_ms: Union[float, None] = None  # how long a frame set waits for late cameras; default 2 periods
     min_likelihood: float = 0.5  # 2D points below this are not used
     outlier_threshold_px: float = 15.0  # a view whose reprojection error exceeds this is dropped

@@ -1,0 +1,367 @@
+"""The fusion process: 2D keypoints of every camera in, 3D poses out.
+
+    SUB pose2d/<camera> (inference workers) -> FrameSynchronizer -> triangulate -> KalmanFilter3D
+    -> PUB pose3d (Pose3DPacket) and stats/fusion (StatsPacket)
+
+`FusionPipeline` is the socket-free core (used by this process, and usable by replay and tests);
+`main(argv)` wires it to ZeroMQ. This module imports no Qt, TensorFlow or torch.
+
+Latency: every Pose3DPacket carries the frame set's capture time (`capture_ns`, on the shared
+monotonic clock, see `ratrig.clock`) and per-stage stamps in `stamps_ns`:
+
+    <upstream stage>   the latest value of that stamp among the views (e.g. when the slowest
+                       camera's inference finished)
+    fusion_first_in    arrival of the frame set's first view
+    fusion_last_in     arrival of its last view
+    fusion_set         when the synchroniser released the frame set
+    fusion_triangulated, fusion_filtered, fusion_published
+
+so a subscriber computes end-to-end latency as ``now_ns() - capture_ns`` and each stage's share
+from the stamps. `filtered_mm` is the Kalman estimate extrapolated `predicted_ahead_ms` past the
+capture time (0 = the estimate at capture time); `raw_mm` is the triangulation of this frame set.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fusion.kalman import KalmanFilter3D, KalmanOptions
+from fusion.sync import FrameSet, FrameSynchronizer, SyncOptions
+from fusion.triangulate import RigGeometry, TriangulationOptions, triangulate
+from ratrig.camera import Calibration
+from ratrig.clock import now_ns
+from ratrig.messages import Keypoints2DPacket, Pose3DPacket, StatsPacket
+
+log = logging.getLogger("fusion")
+
+PROCESS_NAME = "fusion"
+
+
+@dataclass(frozen=True, slots=True)
+class FusionOptions:
+    """Everything the pipeline needs besides the calibration and keypoint names.
+
+    `predict_ahead_ms`: a number, or "auto" = the measured capture-to-publish latency (a running
+    mean over the last `latency_window` frame sets).
+    """
+
+    sync: SyncOptions
+    triangulation: TriangulationOptions = TriangulationOptions()
+    kalman: KalmanOptions = KalmanOptions()
+    predict_ahead_ms: float | str = 0.0
+    latency_window: int = 30
+
+
+class FusionPipeline:
+    """sync -> triangulate -> Kalman for one rig. No sockets, no clock: callers pass times in.
+
+    Args:
+        calibration: cameras in the rig's order (`load_calibration(path, rig.camera_names)`).
+        keypoint_names: the pipeline's keypoints; 2D packets are matched to them by name.
+        options: see FusionOptions.
+    """
+
+    def __init__(self, calibration: Calibration, keypoint_names: Sequence[str], options: FusionOptions) -> None:
+        if not keypoint_names:
+            raise ValueError("keypoint_names: expected at least one keypoint")
+        pa = options.predict_ahead_ms
+        if not (pa == "auto" or (isinstance(pa, (int, float)) and math.isfinite(pa) and pa >= 0)):
+            raise ValueError(f"predict_ahead_ms: expected a number >= 0 or 'auto', got {pa!r}")
+        self.calibration = calibration
+        self.rig = RigGeometry.from_calibration(calibration)
+        self.keypoint_names = tuple(keypoint_names)
+        self.options = options
+        self.sync = FrameSynchronizer(self.rig.camera_names, options.sync)
+        self.kalman = KalmanFilter3D(len(self.keypoint_names), options.kalman)
+        self._cam_index = {c: i for i, c in enumerate(self.rig.camera_names)}
+        self._kp_maps: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
+        self._latency_ms: deque[float] = deque(maxlen=options.latency_window)
+        self._compute_us: deque[float] = deque(maxlen=300)
+        self._published: deque[int] = deque(maxlen=300)  # publish times, for the rate
+        self._latency_stats_ms: deque[float] = deque(maxlen=300)  # capture -> publish, for the stats
+        self._views_used: deque[float] = deque(maxlen=300)  # mean views per triangulated keypoint
+        self.unknown_keypoint_names: set[str] = set()
+        self.bad_packets = 0
+
+    # -- input -------------------------------------------------------------------------------------
+
+    def add(self, packet: Keypoints2DPacket, arrival_ns: int) -> list[Pose3DPacket]:
+        """Feed one camera's 2D result; returns the 3D poses of the frame sets it completes."""
+        kp = np.asarray(packet.keypoints)
+        if kp.ndim != 2 or kp.shape[1] != 3 or kp.shape[0] != len(packet.keypoint_names):
+            self.bad_packets += 1
+            log.warning("camera %s frame %s: keypoints shape %s does not match %d names, dropped",
+                        packet.camera, packet.frame_index, kp.shape, len(packet.keypoint_names))
+            return self.poll(arrival_ns)
+        sets = self.sync.add(packet.camera, int(packet.capture_ns), packet, int(arrival_ns))
+        return [self._fuse(fs) for fs in sets]
+
+    def poll(self, now: int) -> list[Pose3DPacket]:
+        """Frame sets whose deadline passed (late or dead cameras); call when idle."""
+        return [self._fuse(fs) for fs in self.sync.poll(now)]
+
+    def flush(self, now: int) -> list[Pose3DPacket]:
+        return [self._fuse(fs) for fs in self.sync.flush(now)]
+
+    # -- fusion ------------------------------------------------------------------------------------
+
+    def _keypoint_map(self, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """-> (indices into the packet's rows, indices into our keypoints) for the shared names."""
+        m = self._kp_maps.get(names)
+        if m is None:
+            ours = {n: i for i, n in enumerate(self.keypoint_names)}
+            src = [i for i, n in enumerate(names) if n in ours]
+            dst = [ours[names[i]] for i in src]
+            unknown = set(names) - set(ours)
+            if unknown - self.unknown_keypoint_names:
+                log.warning("2D keypoints %s are not rig keypoints %s; ignored", sorted(unknown), list(self.keypoint_names))
+                self.unknown_keypoint_names |= unknown
+            m = (np.asarray(src, np.int64), np.asarray(dst, np.int64))
+            self._kp_maps[names] = m
+        return m
+
+    def frame_set_arrays(self, fs: FrameSet) -> tuple[np.ndarray, np.ndarray]:
+        """FrameSet -> (C, K, 2) points px and (C, K) likelihood, NaN for absent views/keypoints."""
+        n_kp = len(self.keypoint_names)
+        pts = np.full((self.rig.n_cameras, n_kp, 2), np.nan)
+        like = np.full((self.rig.n_cameras, n_kp), np.nan)
+        for cam, view in fs.views.items():
+            pkt: Keypoints2DPacket = view.payload
+            src, dst = self._keypoint_map(tuple(pkt.keypoint_names))
+            kp = np.asarray(pkt.keypoints, np.float64)
+            c = self._cam_index[cam]
+            pts[c, dst] = kp[src, :2]
+            like[c, dst] = kp[src, 2]
+        return pts, like
+
+    def predict_ahead_s(self) -> float:
+        if self.options.predict_ahead_ms == "auto":
+            return float(np.mean(self._latency_ms)) * 1e-3 if self._latency_ms else 0.0
+        return float(self.options.predict_ahead_ms) * 1e-3
+
+    def _fuse(self, fs: FrameSet) -> Pose3DPacket:
+        t_start = now_ns()
+        pts, like = self.frame_set_arrays(fs)
+        tri = triangulate(self.rig, pts, like, self.options.triangulation)
+        t_tri = now_ns()
+        ahead_s = self.predict_ahead_s()
+        kf = self.kalman.step(fs.capture_ns, tri.points_mm, tri.reprojection_error_px, tri.score, ahead_s)
+        t_filt = now_ns()
+        stamps: dict[str, int] = {}
+        for view in fs.views.values():
+            for stage, ns in view.payload.stamps_ns.items():
+                if ns > stamps.get(stage, -1):
+                    stamps[stage] = int(ns)
+        arrivals = [v.arrival_ns for v in fs.views.values()]
+        stamps.update(
+            capture=int(fs.capture_ns), fusion_first_in=int(min(arrivals)), fusion_last_in=int(max(arrivals)),
+            fusion_set=int(fs.emitted_ns), fusion_triangulated=int(t_tri), fusion_filtered=int(t_filt),
+        )
+        self._compute_us.append((t_filt - t_start) / 1e3)
+        seen = tri.n_cameras[tri.n_cameras > 0]
+        if seen.size:
+            self._views_used.append(float(seen.mean()))
+        return Pose3DPacket(
+            frame_set_index=fs.index,
+            capture_ns=int(fs.capture_ns),
+            keypoint_names=self.keypoint_names,
+            cameras=tuple(c for c in self.rig.camera_names if c in fs.views),
+            raw_mm=tri.points_mm,
+            filtered_mm=kf.predicted_mm if ahead_s > 0 else kf.filtered_mm,
+            reprojection_error_px=tri.reprojection_error_px,
+            n_cameras=tri.n_cameras.astype(np.int8),
+            score=tri.score,
+            stamps_ns=stamps,
+            predicted_ahead_ms=ahead_s * 1e3,
+            frame_indices={c: int(v.payload.frame_index) for c, v in fs.views.items()},
+        )
+
+    def published(self, pose: Pose3DPacket, published_ns: int) -> None:
+        """Record that `pose` went out at `published_ns` (feeds the latency estimate and the rate)."""
+        self._latency_ms.append((published_ns - pose.capture_ns) / 1e6)
+        self._latency_stats_ms.append((published_ns - pose.capture_ns) / 1e6)
+        self._published.append(published_ns)
+
+    # -- statistics --------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        s: dict[str, Any] = self.sync.counters.as_dict()
+        pub = list(self._published)
+        s["fps"] = (len(pub) - 1) / ((pub[-1] - pub[0]) * 1e-9) if len(pub) > 1 and pub[-1] > pub[0] else 0.0
+        lat = np.asarray(self._latency_stats_ms, float)
+        s["capture_to_3d_ms"] = (
+            {"p50": float(np.median(lat)), "p99": float(np.percentile(lat, 99)), "mean": float(lat.mean())}
+            if lat.size else None
+        )
+        s["views_used_mean"] = float(np.mean(self._views_used)) if self._views_used else None
+        cu = np.asarray(self._compute_us, float)
+        s["compute_us_median"] = float(np.median(cu)) if cu.size else None
+        s["predict_ahead_ms"] = self.predict_ahead_s() * 1e3
+        s["gated"] = int(self.kalman.gated_total.sum())
+        s["bad_packets"] = self.bad_packets
+        s["pending_frame_sets"] = self.sync.pending
+        s["clock_offsets_ns"] = self.sync.offsets_ns()
+        return s
+
+
+# ------------------------------------------------------------------------------------------------
+# process
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ratrig-fusion", description=__doc__.split("\n")[0])
+    p.add_argument("--config", required=True, help="rig TOML config (cameras, keypoints, [fusion], [calibration])")
+    p.add_argument("--calibration", help="Anipose calibration.toml (overrides [calibration] file)")
+    p.add_argument("--connect", action="append", default=None, metavar="ENDPOINT",
+                   help="2D keypoint publisher to subscribe to (repeatable; default: the rig's inference workers)")
+    p.add_argument("--bind", default=None, metavar="ENDPOINT", help="where to publish pose3d/stats (default: the rig's fusion port)")
+    p.add_argument("--predict-ahead-ms", default=None, help="forward prediction in ms, or 'auto' (overrides [fusion])")
+    p.add_argument("--estimate-clock-offsets", action="store_true",
+                   help="estimate each camera's clock offset from arrival times (on top of cameras[].clock_offset_ms)")
+    p.add_argument("--stats-interval", type=float, default=1.0, help="seconds between stats messages (default 1)")
+    p.add_argument("--max-frame-sets", type=int, default=0, help="stop after this many frame sets (0: run until signalled)")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def options_from_config(
+    rig: Any, predict_ahead_ms: float | str | None = None, estimate_clock_offsets: bool = False
+) -> FusionOptions:
+    """FusionOptions from a `ratrig.config.RigConfig` ([fusion] section and camera fps/clock offsets)."""
+    f = rig.fusion
+    period_ns = int(round(1e9 / max(c.fps for c in rig.cameras)))
+    sync = SyncOptions(
+        frame_period_ns=period_ns,
+        tolerance_ns=None if f.tolerance_ms is None else int(f.tolerance_ms * 1e6),
+        max_wait_ns=None if f.max_wait_ms is None else int(f.max_wait_ms * 1e6),
+        clock_offsets_ns={c.name: int(round(c.clock_offset_ms * 1e6)) for c in rig.cameras if c.clock_offset_ms},
+        estimate_offsets=estimate_clock_offsets,
+    )
+    tri = TriangulationOptions(min_likelihood=f.min_likelihood, outlier_threshold_px=f.outlier_threshold_px)
+    kal = KalmanOptions(accel_noise_mm_s2=f.process_noise, gate_sigma=f.gate_sigma, max_coast_s=f.max_coast_ms * 1e-3)
+    ahead = f.predict_ahead_ms if predict_ahead_ms is None else predict_ahead_ms
+    return FusionOptions(sync=sync, triangulation=tri, kalman=kal, predict_ahead_ms=ahead)
+
+
+def _parse_ahead(value: str | None) -> float | str | None:
+    if value is None or value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--predict-ahead-ms: expected a number or 'auto', got {value!r}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the fusion process until SIGTERM/SIGINT (or --max-frame-sets). Returns the exit status."""
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s fusion %(levelname)s %(message)s")
+
+    import zmq
+
+    from ratrig.camera import CalibrationError, load_calibration
+    from ratrig.config import ConfigError, Endpoints, load_config
+    from ratrig.messages import with_stamp
+    from ratrig.transport import ReceiveCounters, make_pub, make_sub, recv_packet, send_packet
+
+    try:
+        rig = load_config(args.config)
+        calib_path = args.calibration or rig.resolve(rig.calibration.file)
+        if not calib_path:
+            raise CalibrationError(
+                f"{args.config}: [calibration] file is empty and no --calibration given; fusion needs the rig's "
+                "calibration.toml (for the synthetic rig: `ratrig synth calibration OUT`)"
+            )
+        calibration = load_calibration(calib_path, rig.camera_names)
+        try:
+            options = options_from_config(rig, _parse_ahead(args.predict_ahead_ms), args.estimate_clock_offsets)
+        except ValueError as e:
+            raise ValueError(f"{args.config}: [fusion]: {e}") from None
+        pipeline = FusionPipeline(calibration, rig.keypoints, options)
+    except (ConfigError, CalibrationError, ValueError) as e:
+        print(f"fusion: {e}", file=sys.stderr)
+        return 2
+
+    endpoints = Endpoints(rig)
+    connects = args.connect or [endpoints.connect(f"inference/{j}") for j in range(len(rig.worker_groups()))]
+    bind = args.bind or endpoints.bind("fusion")
+
+    stop = {"signal": None}
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        stop["signal"] = signum
+
+    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    ctx = zmq.Context()
+    try:
+        try:
+            pub = make_pub(ctx, bind)
+        except OSError as e:
+            print(f"fusion: {e}", file=sys.stderr)
+            return 2
+        sub = make_sub(ctx, connects, topics=[b"pose2d/"], rcvhwm=10_000)
+        counters = ReceiveCounters()
+        log.info("subscribed to %s, publishing on %s, cameras %s", connects, bind, list(calibration.names))
+        # warm the numba kernels (loaded from cache, or compiled once) before data flows
+        pipeline.kalman.step(0, np.full((len(rig.keypoints), 3), np.nan))
+        pipeline.kalman.reset()
+        triangulate(pipeline.rig, np.full((pipeline.rig.n_cameras, 1, 2), np.nan))
+
+        published = 0
+        other = 0
+        next_stats = time.monotonic() + args.stats_interval
+
+        def publish(poses: list[Pose3DPacket]) -> None:
+            nonlocal published
+            for pose in poses:
+                t = now_ns()
+                pose = with_stamp(pose, "fusion_published", t)
+                send_packet(pub, pose)
+                pipeline.published(pose, t)
+                published += 1
+
+        while stop["signal"] is None:
+            if sub.poll(5) & zmq.POLLIN:
+                for _ in range(1000):
+                    packet = recv_packet(sub, counters, zmq.NOBLOCK)
+                    if packet is None:
+                        if not sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                            break
+                        continue
+                    if not isinstance(packet, Keypoints2DPacket):
+                        other += 1
+                        continue
+                    publish(pipeline.add(packet, now_ns()))
+            publish(pipeline.poll(now_ns()))
+            if time.monotonic() >= next_stats:
+                stats = pipeline.stats()
+                stats.update(malformed=counters.malformed, other_messages=other, published=published)
+                send_packet(pub, StatsPacket(PROCESS_NAME, now_ns(), stats))
+                next_stats = time.monotonic() + args.stats_interval
+            if args.max_frame_sets and published >= args.max_frame_sets:
+                break
+        final = pipeline.stats()
+        final.update(malformed=counters.malformed, other_messages=other, published=published)
+        send_packet(pub, StatsPacket(PROCESS_NAME, now_ns(), final))
+        log.info("stopping (%s): %s", "signal %s" % stop["signal"] if stop["signal"] else "done", final)
+        sub.close(0)
+        pub.close(0)
+        return 0
+    finally:
+        ctx.term()
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
