@@ -94,7 +94,8 @@ class Pose3DPacket:
 
     Arrays, K keypoints: `raw_mm` and `filtered_mm` (K, 3) float64 world mm (NaN = not
     triangulated / filter gave up), `reprojection_error_px` (K,) float64, `n_cameras` (K,) int8,
-    `score` (K,) float64 (mean likelihood of the views used).
+    `score` (K,) float64 (smallest likelihood of the views used, as Anipose). `filtered_mm` is
+    predicted `predicted_ahead_ms` beyond `capture_ns` when that is > 0.
     """
 
     TYPE: ClassVar[str] = "pose3d"
