@@ -163,8 +163,11 @@ class EventsConfig:
     liftoff_height_mm: Union[float, None] = None  # z above this (or fast) = off the floor
     touchdown_speed_mm_s: Union[float, None] = None
     liftoff_speed_mm_s: Union[float, None] = None
-    min_duration_ms: Union[float, None] = None  # a new state must hold this long (default 30)
-    speed_window_ms: Union[float, None] = None  # span the paw speed is measured over (default 110)
+    min_duration_ms: Union[float, None] = None  # a new state must hold this long (default 0: first frame)
+    speed_window_ms: Union[float, None] = None  # span the paw speed is measured over (default 70)
+    liftoff_distance_mm: Union[float, None] = None  # a planted paw must also move this far to lift off
+    last_frame_fraction: Union[float, None] = None  # see events.paw.PawThresholds (default 0.8)
+    max_gap_ms: Union[float, None] = None  # a paw unseen for longer is forgotten (default 250)
     paws: dict[str, dict[str, float]] = field(default_factory=dict)  # per-paw overrides of the above
     # output plugins: tables with type = "serial" | "udp" | "zmq" | "python"; validated by `events`
     outputs: list[dict[str, Any]] = field(default_factory=list)

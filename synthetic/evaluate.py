@@ -50,7 +50,7 @@ class Evaluator:
         self.err3d_raw: list[float] = []
         self.err3d_filt: list[float] = []
         self.n3d = {"raw": 0, "filtered": 0, "total": 0}
-        self.touchdowns: list[tuple[str, float]] = []  # (paw, session time s)
+        self.touchdowns: list[EventPacket] = []
         self.t0_ns: int | None = None
         self.fps = truth.trajectory.fps
         self.max_frame = -1
@@ -102,17 +102,19 @@ class Evaluator:
         self.n3d["total"] += len(raw_err)
 
     def add_event(self, e: EventPacket) -> None:
-        if e.name == "touchdown" and self.t0_ns is not None:
-            self.touchdowns.append((e.subject, (e.capture_ns - self.t0_ns) / 1e9))
+        if e.name == "touchdown":
+            self.touchdowns.append(e)
 
     def touchdown_accuracy(self) -> dict[str, Any] | None:
+        """Touchdowns against the exact contacts, scored on the estimated onset (events.accuracy)."""
         if self.t0_ns is None or self.max_frame < 0:
             return None
-        from events.accuracy import touchdown_accuracy  # the events stage's matcher
+        from events.accuracy import score_touchdowns  # the events stage's matcher
 
-        t_end = self.max_frame / self.fps
-        return touchdown_accuracy(self.touchdowns, self.truth.trajectory.contacts, t_start_s=0.5,
-                                  t_end_s=t_end - 0.5, frame_period_s=1.0 / self.fps)
+        t_end = min(self.max_frame / self.fps, self.truth.trajectory.duration_s)
+        score = score_touchdowns(self.touchdowns, self.truth.trajectory.contacts, self.t0_ns,
+                                 skip_s=1.0, end_s=t_end - 0.5)
+        return score.summary()
 
     def report(self) -> dict[str, Any]:
         acc: dict[str, Any] = {}
