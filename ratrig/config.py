@@ -121,8 +121,15 @@ class InferenceConfig:
     keypoint_map: dict[str, str] = field(default_factory=dict)  # model bodypart -> pipeline keypoint
     threads: int = 1  # intra-op threads per worker
     device: str = "cpu"  # pytorch device, e.g. "cuda:0"
+    # A worker serving several cameras runs the newest moment all its live cameras have a frame of.
+    moment_wait_ms: Union[float, None] = None  # wait this long for a late frame; default one frame period
+    camera_timeout_s: Union[float, None] = None  # a camera silent this long is dead; default max(0.5 s, 5 periods)
 
     def validate(self, where: str) -> None:
+        if self.moment_wait_ms is not None and not self.moment_wait_ms >= 0:
+            raise ConfigError(f"{where}.moment_wait_ms: expected a number >= 0, got {self.moment_wait_ms}")
+        if self.camera_timeout_s is not None and not self.camera_timeout_s > 0:
+            raise ConfigError(f"{where}.camera_timeout_s: expected a number > 0, got {self.camera_timeout_s}")
         if not 0 < self.resize <= 4:
             raise ConfigError(f"{where}.resize: expected a number in (0, 4], got {self.resize}")
         if self.cropping is not None and len(self.cropping) != 4:

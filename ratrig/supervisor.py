@@ -49,12 +49,19 @@ class ProcessState:
                 "pid": self.popen.pid if self.popen is not None else None}
 
 
-def _set_pdeathsig() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+def _pdeathsig(parent_pid: int):
+    """A preexec_fn: the child gets SIGTERM when the supervisor dies, even by SIGKILL."""
+
+    def set_it() -> None:  # runs in the child between fork and exec
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            return
+        if os.getppid() != parent_pid:  # the supervisor died before prctl took effect
+            os._exit(1)
+
+    return set_it
 
 
 class Supervisor:
@@ -92,7 +99,7 @@ class Supervisor:
         logf.write(f"\n=== start {time.strftime('%H:%M:%S')}: {' '.join(cmd)}\n".encode())
         logf.flush()
         st.popen = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=env, preexec_fn=_set_pdeathsig)
+                                    env=env, preexec_fn=_pdeathsig(os.getpid()))
         st.state = "running"
         st.started_at = time.monotonic()
         st.next_start = None
