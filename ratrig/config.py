@@ -150,7 +150,7 @@ class FusionConfig:
     max_wait_ms: Union[float, None] = None  # how long a frame set waits for late cameras; default 2 periods
     min_likelihood: float = 0.5  # 2D points below this are not used
     outlier_threshold_px: float = 15.0  # a view whose reprojection error exceeds this is dropped
-    process_noise: float = 3000.0  # Kalman white-acceleration noise, mm/s^2
+    process_noise: float = 10000.0  # Kalman white-acceleration noise, mm/s^2 (a landing paw decelerates ~1e4)
     gate_sigma: float = 5.0  # Mahalanobis gate
     max_coast_ms: float = 250.0  # coasting through occlusions before giving up
     predict_ahead_ms: Union[float, Literal["auto"]] = 0.0  # forward prediction; "auto" = measured latency

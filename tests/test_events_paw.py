@@ -1,0 +1,165 @@
+"""Paw placement detector: accuracy against the synthetic rat's exact contacts, and its contract."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from events.accuracy import degrade, match_times, score_touchdowns
+from events.paw import (
+    LIFTOFF, STANCE, SWING, TOUCHDOWN, UNKNOWN, PawPlacementDetector, PawThresholds, default_thresholds,
+    thresholds_from_config,
+)
+from ratrig.skeleton import KEYPOINTS, PAWS
+from synthetic.rat import simulate
+
+FPS = 30.0
+T0_NS = 5_000_000_000_000
+PAW_IDX = [KEYPOINTS.index(p) for p in PAWS]
+
+
+@pytest.fixture(scope="module")
+def walk():
+    return simulate(60.0, FPS, seed=3)
+
+
+def run_detector(times_s, paws_mm, thresholds=None):
+    th = thresholds or default_thresholds()
+    det = PawPlacementDetector({p: th for p in PAWS}, clock=lambda: 0)
+    events = []
+    for k, t in enumerate(times_s):
+        events += det.feed(T0_NS + int(round(t * 1e9)), paws_mm[k], k)
+    return det, events
+
+
+@pytest.mark.parametrize("noise_mm", [0.0, 2.0, 3.0, 4.0])
+def test_touchdowns_match_exact_contacts(walk, noise_mm):
+    exact = walk.keypoints_mm[:, PAW_IDX]
+    stream = exact if noise_mm == 0 else degrade(exact, FPS, noise_mm, seed=7)
+    _, events = run_detector(walk.times_s, stream)
+    end = walk.times_s[-1] - 0.3
+    score = score_touchdowns(events, walk.contacts, T0_NS, window_s=0.1, skip_s=0.5, end_s=end)
+    assert score.n_true > 250
+    assert score.precision >= 0.95, score
+    assert score.recall >= 0.95, score
+    assert score.timing_error_ms_median <= 1000.0 / FPS, score
+    # the decision is causal: never before the contact, and a few frames after it at most (median)
+    decided = score_touchdowns(events, walk.contacts, T0_NS, window_s=0.2, skip_s=0.5, end_s=end, time="decided")
+    assert decided.signed_error_ms_median > 0
+    assert score.decision_delay_ms_median < 5 * 1000.0 / FPS
+
+
+def test_event_fields_and_liftoffs(walk):
+    stream = degrade(walk.keypoints_mm[:, PAW_IDX], FPS, 3.0, seed=1)
+    det, events = run_detector(walk.times_s, stream)
+    names = {e.name for e in events}
+    assert names == {TOUCHDOWN, LIFTOFF}
+    for e in events:
+        assert e.subject in PAWS
+        assert e.extra["onset_ns"] <= e.capture_ns
+        assert e.extra["paw_index"] == PAWS.index(e.subject)
+        assert (e.capture_ns - T0_NS) % 1 == 0
+        k = e.frame_set_index
+        assert e.capture_ns == T0_NS + int(round(walk.times_s[k] * 1e9))  # decided frame's own time
+        if e.name == TOUCHDOWN:
+            assert e.position_mm[2] < 15.0  # placed on the floor
+    # per paw, touchdowns and lift-offs alternate
+    for paw in PAWS:
+        seq = [e.name for e in events if e.subject == paw]
+        assert all(a != b for a, b in zip(seq, seq[1:])), paw
+    # touchdown position is where the paw really stood (within noise)
+    td = [e for e in events if e.name == TOUCHDOWN]
+    errs = []
+    for e in td:
+        k = e.frame_set_index
+        truth = walk.keypoints_mm[k, KEYPOINTS.index(e.subject)]
+        errs.append(np.linalg.norm(np.array(e.position_mm[:2]) - truth[:2]))
+    assert np.median(errs) < 6.0  # one filtered frame with 3 mm jitter; steps are ~100 mm
+
+
+def test_no_event_for_a_paw_already_down_and_debounce():
+    th = dataclasses.replace(default_thresholds(), min_duration_ms=60.0)
+    det = PawPlacementDetector({p: th for p in PAWS}, clock=lambda: 42)
+    still = np.tile([[0.0, 0.0, 4.0]], (4, 1))
+    dt = int(1e9 / 30)
+    events = []
+    for k in range(10):
+        events += det.feed(k * dt, still, k)
+    assert events == []  # already standing: no touchdown
+    assert set(det.states.values()) == {STANCE}
+    # one frame spike of one paw to 40 mm: shorter than min_duration, no lift-off
+    spike = still.copy()
+    spike[0] = [0.0, 0.0, 40.0]
+    assert det.feed(10 * dt, spike, 10) == []
+    for k in range(11, 20):
+        events += det.feed(k * dt, still, k)
+    assert events == []
+    # a real lift: 3 frames high -> one lift-off, decided on the frame that completes 60 ms
+    lifted = []
+    for k in range(20, 24):
+        lifted += det.feed(k * dt, spike, k)
+    assert [(e.name, e.subject) for e in lifted] == [(LIFTOFF, "front_left_paw")]
+    # onset: between the last frame on the floor (19) and the first one up (20)
+    assert lifted[0].frame_set_index == 22 and lifted[0].extra["onset_ns"] == (19 * dt + 20 * dt) // 2
+    assert lifted[0].emitted_ns == 42
+    assert det.states["front_left_paw"] == SWING
+
+
+def test_nan_gap_resets_to_unknown_and_old_frames_are_ignored():
+    det = PawPlacementDetector({p: default_thresholds() for p in PAWS})
+    still = np.tile([[0.0, 0.0, 4.0]], (4, 1))
+    for k in range(5):
+        det.feed(k * 33_000_000, still)
+    assert det.states["hind_left_paw"] == STANCE
+    gone = np.full((4, 3), np.nan)
+    for k in range(5, 20):  # 500 ms unseen
+        det.feed(k * 33_000_000, gone)
+    assert set(det.states.values()) == {UNKNOWN}
+    assert det.feed(0, still) == [] and det.frames_ignored == 1
+    with pytest.raises(ValueError, match=r"expected shape \(4, 3\)"):
+        det.feed(10**12, np.zeros((3, 3)))
+
+
+def test_thresholds_scale_with_rat_and_validate():
+    small, big = default_thresholds(150.0), default_thresholds(300.0)
+    assert big.touchdown_height_mm == pytest.approx(2 * small.touchdown_height_mm, rel=0.02)
+    assert big.touchdown_speed_mm_s > small.touchdown_speed_mm_s
+    with pytest.raises(ValueError, match="liftoff_height_mm"):
+        PawThresholds(20.0, 10.0, 100.0, 200.0)
+    th = thresholds_from_config(230.0, {"touchdown_height_mm": 11.0, "liftoff_speed_mm_s": None},
+                                {"hind_left_paw": {"touchdown_height_mm": 9.0}})
+    assert th["front_left_paw"].touchdown_height_mm == 11.0
+    assert th["hind_left_paw"].touchdown_height_mm == 9.0
+    assert th["hind_left_paw"].liftoff_speed_mm_s == default_thresholds().liftoff_speed_mm_s
+    with pytest.raises(ValueError, match=r"events\.paws\.hind_left_paw\.touchdown_hieght_mm: unknown"):
+        thresholds_from_config(230.0, {}, {"hind_left_paw": {"touchdown_hieght_mm": 9.0}})
+    with pytest.raises(ValueError, match=r"events\.paws\.tail: unknown paw"):
+        thresholds_from_config(230.0, {}, {"tail": {}})
+    with pytest.raises(ValueError, match=r"events\.paws\.hind_left_paw: liftoff_height_mm"):
+        thresholds_from_config(230.0, {}, {"hind_left_paw": {"touchdown_height_mm": 50.0}})
+
+
+def test_matching_is_one_to_one_and_windowed():
+    pairs = match_times(np.array([1.0, 1.01, 2.5]), np.array([1.005, 2.0]), window_s=0.1)
+    assert sorted(pairs) == [(0, 0)] or sorted(pairs) == [(1, 0)]
+    assert len(pairs) == 1  # 2.5 is 0.5 s from 2.0: no match
+
+
+def test_speed_noise_on_a_planted_paw_is_not_a_liftoff():
+    th = PawThresholds(touchdown_height_mm=14, liftoff_height_mm=18, touchdown_speed_mm_s=100,
+                       liftoff_speed_mm_s=150, speed_window_ms=30, liftoff_distance_mm=8)
+    det = PawPlacementDetector({"hind_left_paw": th}, paws=("hind_left_paw",))
+    dt = int(1e9 / 30)
+    events = []
+    for k in range(10):
+        events += det.feed(k * dt, np.array([[0.0, 0.0, 4.0]]), k)
+    assert det.states["hind_left_paw"] == STANCE
+    for k in range(10, 40):  # +-3 mm jitter every frame: 180 mm/s, but the paw stays where it is
+        events += det.feed(k * dt, np.array([[6.0 * (k % 2), 0.0, 4.0]]), k)
+    assert events == []
+    for k in range(40, 50):  # sliding away at 300 mm/s, low: a lift-off once it is 8 mm away
+        events += det.feed(k * dt, np.array([[10.0 * (k - 39), 0.0, 4.0]]), k)
+    assert [e.name for e in events] == [LIFTOFF]
+    # frame 40 (x 10) is only 4 mm from frame 39 (x 6): 120 mm/s; frame 41 is fast and 17 mm away
+    assert events[0].frame_set_index == 41

@@ -1,0 +1,262 @@
+"""The events process end to end: real ZeroMQ sockets, a real subprocess, outputs, stats, SIGTERM."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from events.accuracy import degrade
+from events.paw import PawPlacementDetector, default_thresholds
+from events.rules import RuleEngine, RuleSpec
+from ratrig.clock import now_ns
+from ratrig.messages import EventPacket, Pose3DPacket, StatsPacket
+from ratrig.skeleton import KEYPOINTS, PAWS
+from ratrig.transport import ReceiveCounters, make_pub, make_sub, recv_packet, send_packet
+from synthetic.rat import simulate
+
+ROOT = Path(__file__).resolve().parents[1]
+FPS = 30.0
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def write_config(path: Path, events_toml: str) -> Path:
+    path.write_text(textwrap.dedent(f"""
+        name = "events-test"
+        [[cameras]]
+        name = "cam_ne"
+        source = "synthetic"
+        [network]
+        base_port = {free_port() // 100 * 100 % 60000 + 1100}
+        [events]
+        stats_interval_s = 0.2
+    """) + textwrap.dedent(events_toml))
+    return path
+
+
+def start(cfg: Path, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-m", "events.process", "--config", str(cfg), *extra],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_bad_output_config_exits_2_naming_the_key(tmp_path):
+    cfg = write_config(tmp_path / "rig.toml", """
+        [[events.outputs]]
+        type = "serial"
+        port = "/dev/ttyACM0"
+        baud = "fast"
+    """)
+    proc = start(cfg)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "events.outputs[0].baud" in err and "rig.toml" in err
+
+
+def test_events_process_end_to_end(tmp_path):
+    walk = simulate(8.0, FPS, seed=5)
+    paw_idx = [KEYPOINTS.index(p) for p in PAWS]
+    filtered = walk.keypoints_mm.copy()
+    filtered[:, paw_idx] = degrade(walk.keypoints_mm[:, paw_idx], FPS, 3.0, seed=2)
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(0.05)
+    (tmp_path / "crash.py").write_text("class Crash:\n    def process(self, event):\n        raise ValueError('boom')\n")
+    x_mid = float(np.median(walk.keypoints_mm[:, 0, 0]))
+    cfg = write_config(tmp_path / "rig.toml", f"""
+        [[events.rules]]
+        name = "nose_past_mid"
+        when = "nose.x > {x_mid:.1f} mm"
+        [[events.outputs]]
+        type = "python"
+        path = "crash.py"
+        class = "Crash"
+        [[events.outputs]]
+        type = "udp"
+        port = {rx.getsockname()[1]}
+        on = ["touchdown"]
+    """)
+    ctx = zmq.Context()
+    pub = make_pub(ctx, "tcp://127.0.0.1:*")
+    fusion_ep = pub.getsockopt_string(zmq.LAST_ENDPOINT)
+    events_ep = f"tcp://127.0.0.1:{free_port()}"
+    sub = make_sub(ctx, [events_ep], [b"event/", b"stats/events"])
+    proc = start(cfg, "--fusion", fusion_ep, "--bind", events_ep)
+    try:
+        counters = ReceiveCounters()
+        poller = zmq.Poller()
+        poller.register(sub, zmq.POLLIN)
+        deadline = time.monotonic() + 30
+        stats_seen = None
+        while stats_seen is None and time.monotonic() < deadline:  # process up and connected
+            if poller.poll(100):
+                p = recv_packet(sub, counters)
+                if isinstance(p, StatsPacket):
+                    stats_seen = p
+            assert proc.poll() is None, proc.stderr.read()
+        assert stats_seen is not None
+        time.sleep(0.3)
+        t0 = now_ns()
+        n = len(walk.times_s)
+        for k in range(n):
+            pkt = Pose3DPacket(
+                frame_set_index=k, capture_ns=t0 + int(round(walk.times_s[k] * 1e9)),
+                keypoint_names=KEYPOINTS, cameras=("cam_ne",), raw_mm=walk.keypoints_mm[k].copy(),
+                filtered_mm=filtered[k].copy(), reprojection_error_px=np.zeros(8), n_cameras=np.full(8, 4, np.int8),
+                score=np.ones(8), stamps_ns={"fusion": now_ns()})
+            send_packet(pub, pkt)
+            time.sleep(0.001)
+        received: list[EventPacket] = []
+        last_stats = None
+        udp = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if poller.poll(50):
+                p = recv_packet(sub, counters)
+                if isinstance(p, EventPacket):
+                    received.append(p)
+                elif isinstance(p, StatsPacket):
+                    last_stats = p
+                    if p.stats["frames"] == n and time.monotonic() > deadline - 4:
+                        break
+            try:
+                while True:
+                    udp.append(json.loads(rx.recv(65536)))
+            except (socket.timeout, BlockingIOError):
+                pass
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sub.close(0)
+        pub.close(0)
+        ctx.term()
+    try:
+        while True:
+            udp.append(json.loads(rx.recv(65536)))
+    except (socket.timeout, BlockingIOError):
+        pass
+    rx.close()
+
+    # the same frames through the detector and rules in this process give the same events
+    det = PawPlacementDetector({p: default_thresholds() for p in PAWS})
+    rules = RuleEngine([RuleSpec("nose_past_mid", f"nose.x > {x_mid:.1f} mm")], KEYPOINTS)
+    expected = []
+    for k in range(n):
+        t = t0 + int(round(walk.times_s[k] * 1e9))
+        expected += det.feed(t, filtered[k, paw_idx], k) + rules.feed(t, filtered[k], k)
+    key = lambda e: (e.frame_set_index, e.name, e.subject)  # noqa: E731
+    assert sorted(map(key, received)) == sorted(map(key, expected))
+    touchdowns = [e for e in received if e.name == "touchdown"]
+    assert len(touchdowns) >= 15
+    assert any(e.name == "nose_past_mid" for e in received)
+    for e in received:
+        assert e.topic == b"event/" + e.name.encode()
+        assert "events" in e.stamps_ns and "fusion" in e.stamps_ns
+        assert e.emitted_ns >= e.capture_ns - 10**10
+    # UDP output: touchdowns only, every one of them, despite the crashing plugin beside it
+    assert sorted((u["frame_set_index"], u["subject"]) for u in udp) == sorted(
+        (e.frame_set_index, e.subject) for e in touchdowns)
+    s = last_stats.stats
+    assert s["frames"] == n and s["events"]["touchdown"] == len(touchdowns)
+    assert sum(s["touchdowns_by_paw"].values()) == len(touchdowns) and set(s["touchdowns_by_paw"]) <= set(PAWS)
+    assert s["outputs"]["python[0]"]["errors"] == len(received)
+    assert s["outputs"]["udp[1]"]["written"] == len(touchdowns)
+    assert s["capture_to_event_ms_p50"] is not None
+
+
+def test_setup_from_config_validates_and_derives_thresholds(tmp_path):
+    from events.process import setup_from_config
+    from ratrig.config import ConfigError, load_config
+
+    cfg = write_config(tmp_path / "rig.toml", """
+        rat_length_mm = 200.0
+        touchdown_speed_mm_s = 180.0
+        [events.paws.hind_left_paw]
+        touchdown_height_mm = 9.0
+        [[events.rules]]
+        name = "rearing"
+        when = "nose.z > 150 mm for 0.3 s"
+        [[events.outputs]]
+        type = "udp"
+        port = 9999
+        on = ["rearing", "touchdown"]
+    """)
+    setup = setup_from_config(load_config(cfg))
+    assert setup.event_names == ("touchdown", "liftoff", "rearing")
+    assert setup.thresholds["front_left_paw"].touchdown_speed_mm_s == 180.0
+    assert setup.thresholds["front_left_paw"].touchdown_height_mm == pytest.approx(0.06 * 200)
+    assert setup.thresholds["hind_left_paw"].touchdown_height_mm == 9.0
+    assert setup.outputs[0].on == ("rearing", "touchdown")
+    bad = write_config(tmp_path / "bad.toml", """
+        [[events.rules]]
+        name = "rearing"
+        when = "snout.z > 150 mm"
+    """)
+    with pytest.raises(ConfigError, match=r"bad\.toml.*events\.rules\[0\]\.when: unknown keypoint 'snout'"):
+        setup_from_config(load_config(bad))
+    bad2 = write_config(tmp_path / "bad2.toml", """
+        touchdown_height_mm = 30.0
+    """)
+    with pytest.raises(ConfigError, match=r"bad2\.toml: events: liftoff_height_mm"):
+        setup_from_config(load_config(bad2))
+
+
+def test_events_stage_imports_no_gui_or_model_framework():
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('PySide6', 'pyqtgraph', 'tensorflow', 'torch', 'dlclive', 'synthetic'):\n"
+            "            raise ImportError('blocked ' + name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import events.process, events.paw, events.rules, events.outputs, events.accuracy\n"
+            "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_stage_shifts_onsets_of_predicted_ahead_poses():
+    from events.process import EventsStage, setup_from_config
+    from ratrig.config import config_from_dict
+
+    setup = setup_from_config(config_from_dict({"cameras": [{"name": "a", "source": "synthetic"}]}))
+    dt = int(1e9 / 30)
+
+    def run(ahead_ms):
+        stage = EventsStage(setup, [])
+        out = []
+        for k in range(30):
+            pts = np.zeros((len(KEYPOINTS), 3))
+            pts[:, 2] = 4.0
+            if 10 <= k < 20:  # front left paw swings forward 100 mm and lands at frame 20
+                pts[KEYPOINTS.index("front_left_paw")] = [10.0 * (k - 9), 0.0, 15.0]
+            elif k >= 20:
+                pts[KEYPOINTS.index("front_left_paw")] = [100.0, 0.0, 4.0]
+            out += stage.handle(Pose3DPacket(k, k * dt, KEYPOINTS, ("a",), pts, pts, np.zeros(8), np.ones(8, np.int8),
+                                             np.ones(8), {}, ahead_ms))
+        return [e for e in out if e.name == "touchdown"]
+
+    (plain,), (ahead,) = run(0.0), run(40.0)
+    assert plain.capture_ns == ahead.capture_ns == 20 * dt
+    assert ahead.extra["onset_ns"] - plain.extra["onset_ns"] == 40_000_000
+    assert ahead.extra["predicted_ahead_ms"] == 40.0 and "predicted_ahead_ms" not in plain.extra
