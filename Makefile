@@ -8,7 +8,7 @@ STAMP := $(VENV)/.ratrig-installed
 DURATION ?= 60
 SYSTEM_PACKAGES := xvfb xauth libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 \
 	libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-randr0 libxcb-xkb1 libxkbcommon-x11-0 \
-	libgl1 libegl1 libgl1-mesa-dri libdbus-1-3 libfontconfig1
+	libx11-xcb1 libgl1 libegl1 libgl1-mesa-dri libdbus-1-3 libfontconfig1 libglib2.0-0
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 

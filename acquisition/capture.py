@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = [False]
     install_stop_handlers(stop)
     ctx = zmq.Context()
-    pub = make_pub(ctx, args.bind or Endpoints(rig).bind(process), sndhwm=200)
+    pub = make_pub(ctx, args.bind or Endpoints(rig).bind(process), sndhwm=60)  # 2 s of frames per subscriber: a frozen viewer cannot pin more
     counters = {"captured": 0, "published": 0, "dropped_at_source": 0, "failed": None}
     rate = RateMeter()
     grab_cost = LatencyWindow()

@@ -26,7 +26,7 @@ import zmq
 from ratrig import __version__
 from ratrig.camera import CalibrationError, load_calibration
 from ratrig.clock import now_ns
-from ratrig.config import Endpoints, RigConfig, replace_section, save_config
+from ratrig.config import Endpoints, RigConfig, config_to_dict, replace_section, save_config
 from ratrig.messages import StatsPacket
 from ratrig.summary import build_summary
 from ratrig.supervisor import ProcessSpec, Supervisor
@@ -179,9 +179,14 @@ class Directory:
         self.sock = ctx.socket(zmq.REP)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.bind(Endpoints(rig).bind("directory"))
+        calibration = None
+        if rig.calibration.file:
+            calibration = load_calibration(rig.calibration.file, rig.camera_names).to_dict()
+        # config and calibration travel as tables: a viewer on another machine cannot read our paths
         self.reply = msgpack.packb({"endpoints": Endpoints(rig).directory(), "config_path": str(config_path),
-                                    "rig": rig.name, "cameras": rig.camera_names,
-                                    "calibration": rig.calibration.file, "ratrig_version": __version__})
+                                    "config": config_to_dict(rig), "rig": rig.name, "cameras": rig.camera_names,
+                                    "calibration_path": rig.calibration.file, "calibration": calibration,
+                                    "ratrig_version": __version__})
 
     def serve(self) -> None:
         while self.sock.poll(0):

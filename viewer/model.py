@@ -1,0 +1,448 @@
+"""What the viewer shows, as plain data: no Qt here, so every rule can be tested without a display.
+
+`ViewState` takes decoded packets (live or replayed) and keeps the newest pose, the newest frame and
+2D keypoints per camera, short paw trails, scrolling paw-height and speed traces, paw placements and
+the newest stats of every process. The Qt window (`viewer.window`) only draws what it holds.
+
+Time: every buffer is keyed by the packets' `capture_ns` (the rig's monotonic clock), never by the
+viewer's own clock, so a viewer on another machine and a replay behave the same.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ratrig.camera import Calibration
+from ratrig.messages import EventPacket, FramePacket, Keypoints2DPacket, Packet, Pose3DPacket, StatsPacket
+from ratrig.skeleton import KEYPOINTS, PAWS, SKELETON
+
+#: Keypoint colours, RGB 0-255, by position in `ratrig.skeleton.KEYPOINTS` (unknown names cycle on).
+#: Saturated and far from grey so they stand out on camera images and on the grey floor.
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (255, 40, 40),  # nose: red
+    (40, 230, 40),  # left_ear: green
+    (60, 120, 255),  # right_ear: blue
+    (255, 230, 0),  # tail_base: yellow
+    (255, 0, 255),  # front_left_paw: magenta
+    (0, 240, 240),  # front_right_paw: cyan
+    (255, 140, 0),  # hind_left_paw: orange
+    (170, 90, 255),  # hind_right_paw: violet
+)
+
+#: Below this score a keypoint is drawn faded (the filter is coasting or the views disagree).
+LOW_CONFIDENCE = 0.5
+FADED_ALPHA = 0.25
+TRACE_WINDOW_S = 5.0
+
+
+def keypoint_colors(names: Sequence[str]) -> np.ndarray:
+    """K keypoint names -> (K, 3) uint8 RGB; the same name always gets the same colour."""
+    out = np.zeros((len(names), 3), np.uint8)
+    for i, name in enumerate(names):
+        j = KEYPOINTS.index(name) if name in KEYPOINTS else len(KEYPOINTS) + i
+        out[i] = PALETTE[j % len(PALETTE)]
+    return out
+
+
+def confidence_alpha(score: np.ndarray, threshold: float = LOW_CONFIDENCE) -> np.ndarray:
+    """(K,) score (NaN = unknown) -> (K,) alpha in [FADED_ALPHA, 1]: faded below `threshold`."""
+    s = np.asarray(score, np.float64)
+    return np.where(np.isfinite(s) & (s >= threshold), 1.0, FADED_ALPHA)
+
+
+def skeleton_index_pairs(names: Sequence[str], skeleton: Iterable[tuple[str, str]] = SKELETON) -> np.ndarray:
+    """Keypoint names -> (E, 2) int indices of the skeleton segments whose both ends are present."""
+    pos = {n: i for i, n in enumerate(names)}
+    pairs = [(pos[a], pos[b]) for a, b in skeleton if a in pos and b in pos]
+    return np.asarray(pairs, np.int64).reshape(-1, 2)
+
+
+def segment_vertices(points: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """(K, D) points, (E, 2) pairs -> (2E', D) vertices of the segments with both ends finite.
+
+    Laid out as consecutive start/end pairs (what line-segment renderers take).
+    """
+    pts = np.asarray(points, np.float64)
+    if len(pairs) == 0:
+        return np.zeros((0, pts.shape[1]))
+    ends = pts[pairs]  # (E, 2, D)
+    ok = np.all(np.isfinite(ends), axis=(1, 2))
+    return ends[ok].reshape(-1, pts.shape[1])
+
+
+def segment_vertex_colors(colors_rgba: np.ndarray, pairs: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(K, 4) colours, (E, 2) pairs, (K, D) points -> (2E', 4) colours matching `segment_vertices`."""
+    if len(pairs) == 0:
+        return np.zeros((0, 4))
+    ok = np.all(np.isfinite(np.asarray(points, np.float64)[pairs]), axis=(1, 2))
+    return np.asarray(colors_rgba, np.float64)[pairs[ok]].reshape(-1, 4)
+
+
+def corridor_geometry(length_mm: float, width_mm: float, wall_height_mm: float) -> dict[str, np.ndarray]:
+    """Corridor centred on the origin (x along, y across, z up, floor z = 0), for drawing.
+
+    Returns:
+        "floor": (4, 3) corners, mm; "walls": (2, 4, 3) corners of the y = -w/2 and y = +w/2 walls;
+        "edges": (2E, 3) line-segment vertices outlining floor and walls.
+    """
+    hx, hy, h = length_mm / 2.0, width_mm / 2.0, wall_height_mm
+    floor = np.array([[-hx, -hy, 0], [hx, -hy, 0], [hx, hy, 0], [-hx, hy, 0]], np.float64)
+    walls = np.array(
+        [[[-hx, y, 0], [hx, y, 0], [hx, y, h], [-hx, y, h]] for y in (-hy, hy)], np.float64
+    )
+    edges = []
+    for wall in walls:
+        for i in range(4):
+            edges += [wall[i], wall[(i + 1) % 4]]
+    for x in (-hx, hx):  # the open ends of the floor
+        edges += [[x, -hy, 0], [x, hy, 0]]
+    return {"floor": floor, "walls": walls, "edges": np.asarray(edges, np.float64)}
+
+
+def quad_mesh(quads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, 4, 3) quads -> vertices (4Q, 3), faces (2Q, 3) int (two triangles each)."""
+    q = np.asarray(quads, np.float64).reshape(-1, 4, 3)
+    verts = q.reshape(-1, 3)
+    base = np.arange(len(q))[:, None] * 4
+    faces = np.concatenate([base + [0, 1, 2], base + [0, 2, 3]], axis=0)
+    return verts, faces.astype(np.int32)
+
+
+def downscale(image: np.ndarray, scale: float) -> np.ndarray:
+    """(H, W[, 3]) uint8 BGR or mono -> (h, w, 3) uint8 RGB, about `scale` times the size.
+
+    Integer steps by striding (no copy of the full frame, no filtering: this is a preview).
+    """
+    img = np.asarray(image)
+    step = max(1, int(round(1.0 / scale))) if scale > 0 else 1
+    small = img[::step, ::step]
+    if small.ndim == 2:
+        small = np.repeat(small[:, :, None], 3, axis=2)
+    elif small.shape[2] == 3:
+        small = small[:, :, ::-1]  # BGR -> RGB
+    elif small.shape[2] == 1:
+        small = np.repeat(small, 3, axis=2)
+    return np.ascontiguousarray(small[:, :, :3])
+
+
+# --------------------------------------------------------------------------------------------------
+# Status: tolerant reading of StatsPacket contents.
+
+
+def flatten_stats(stats: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested stats map -> flat {"a.b": scalar}. Lists become their length; other objects their str."""
+    out: dict[str, Any] = {}
+    for key, value in stats.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten_stats(value, name + "."))
+        elif isinstance(value, (bool, int, float, str)) or value is None:
+            out[name] = value
+        elif isinstance(value, (list, tuple)):
+            out[name] = f"[{len(value)}]"
+        else:
+            out[name] = str(value)
+    return out
+
+
+def format_value(value: Any) -> str:
+    """A stats value, short: floats to 3 significant figures, long strings cut."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+#: Substrings of stats keys shown first (lower-case): what a researcher checks during a test.
+PRIORITY_KEYS: tuple[str, ...] = ("record", "state", "fps", "drop", "latency", "lost", "skipped", "error")
+
+
+def summarise_process(stats: Mapping[str, Any], max_items: int = 6) -> str:
+    """One process's stats -> 'key=value ...', the keys a researcher checks first, then the rest."""
+    flat = flatten_stats(stats)
+
+    def rank(key: str) -> tuple[int, str]:
+        low = key.lower()
+        for i, p in enumerate(PRIORITY_KEYS):
+            if p in low:
+                return (i, key)
+        return (len(PRIORITY_KEYS), key)
+
+    keys = sorted(flat, key=rank)[:max_items]
+    return " ".join(f"{k}={format_value(flat[k])}" for k in keys)
+
+
+def recording_state(stats_by_process: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """Recording state from whatever the recorder reports; None when no process says anything."""
+    for process in sorted(stats_by_process, key=lambda p: (not p.startswith("recorder"), p)):
+        flat = flatten_stats(stats_by_process[process])
+        for key, value in flat.items():
+            low = key.lower()
+            if low in ("recording", "is_recording") or low.endswith(".recording"):
+                return "REC" if value else "not recording"
+        for key, value in flat.items():
+            if key.lower() in ("state", "status") and process.startswith("recorder"):
+                return str(value)
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Rates measured by the viewer itself from the packets' own indices and capture times.
+
+
+@dataclass
+class RateMeter:
+    """Rate of a sequence from (index, capture_ns) samples: robust to the viewer skipping packets."""
+
+    window_s: float = 2.0
+    samples: deque = field(default_factory=lambda: deque(maxlen=512))
+
+    def add(self, index: int, capture_ns: int) -> None:
+        if self.samples and capture_ns <= self.samples[-1][1]:
+            if capture_ns < self.samples[-1][1] - 1_000_000_000:  # source restarted: start again
+                self.samples.clear()
+            else:
+                return
+        self.samples.append((int(index), int(capture_ns)))
+        while len(self.samples) > 2 and capture_ns - self.samples[0][1] > self.window_s * 1e9:
+            self.samples.popleft()
+
+    def rate_hz(self) -> float:
+        """Items per second over the window (NaN until two samples)."""
+        if len(self.samples) < 2:
+            return float("nan")
+        (i0, t0), (i1, t1) = self.samples[0], self.samples[-1]
+        return (i1 - i0) / ((t1 - t0) / 1e9) if t1 > t0 else float("nan")
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PawMark:
+    """A touchdown or lift-off drawn on the floor and on the traces."""
+
+    kind: str  # event name, e.g. "touchdown"
+    paw: str
+    capture_ns: int
+    position_mm: tuple[float, float, float]
+
+
+class ViewState:
+    """Everything the window draws; fed with packets, read by the window at redraw time.
+
+    Args:
+        keypoint_names: the rig's keypoints (packets carry their own names; these are the defaults).
+        calibration: for reprojecting the 3D pose into the camera panels; None = no reprojection.
+        trail_s: length of the paw trails, seconds.
+        trace_s: span of the scrolling traces, seconds.
+        max_marks: paw placements kept on the floor.
+    """
+
+    def __init__(
+        self,
+        keypoint_names: Sequence[str] = KEYPOINTS,
+        calibration: Calibration | None = None,
+        trail_s: float = 1.0,
+        trace_s: float = TRACE_WINDOW_S,
+        max_marks: int = 400,
+    ) -> None:
+        self.keypoint_names = tuple(keypoint_names)
+        self.calibration = calibration
+        self.trail_s = float(trail_s)
+        self.trace_s = float(trace_s)
+        self.pose: Pose3DPacket | None = None
+        self.frames: dict[str, FramePacket] = {}
+        self.keypoints2d: dict[str, Keypoints2DPacket] = {}
+        self.stats: dict[str, Mapping[str, Any]] = {}
+        self.stats_received_ns: dict[str, int] = {}
+        self.marks: deque[PawMark] = deque(maxlen=max_marks)
+        self.camera_rates: dict[str, RateMeter] = {}
+        self.pose_rate = RateMeter()
+        # (capture_ns, (P,) paw heights mm, body speed mm/s), oldest first
+        self._trace: deque[tuple[int, np.ndarray, float]] = deque()
+        self._trail: deque[tuple[int, np.ndarray]] = deque()  # (capture_ns, (P, 3) paw positions)
+        self._prev_body: tuple[int, np.ndarray] | None = None
+        self.poses_seen = 0
+        self.frames_seen = 0
+        self._reproj_pose: Pose3DPacket | None = None
+        self._reproj: dict[str, np.ndarray] = {}
+        self.version = 0  # bumped on every change, so the window can skip redrawing an unchanged state
+
+    # -- feeding -----------------------------------------------------------------------------------
+
+    def reset_history(self) -> None:
+        """Forget trails, traces and marks (a replay jumped in time)."""
+        self._trace.clear()
+        self._trail.clear()
+        self.marks.clear()
+        self._prev_body = None
+        self.version += 1
+
+    def add(self, packet: Packet, received_ns: int = 0) -> None:
+        """Take one packet of any kind (unknown kinds are ignored)."""
+        if isinstance(packet, Pose3DPacket):
+            self._add_pose(packet)
+        elif isinstance(packet, FramePacket):
+            self.frames[packet.camera] = packet
+            self.frames_seen += 1
+            self.camera_rates.setdefault(packet.camera, RateMeter()).add(packet.frame_index, packet.capture_ns)
+        elif isinstance(packet, Keypoints2DPacket):
+            self.keypoints2d[packet.camera] = packet
+        elif isinstance(packet, EventPacket):
+            self.marks.append(PawMark(packet.name, packet.subject, int(packet.capture_ns), tuple(packet.position_mm)))
+        elif isinstance(packet, StatsPacket):
+            self.stats[packet.process] = dict(packet.stats)
+            self.stats_received_ns[packet.process] = int(received_ns)
+        else:
+            return
+        self.version += 1
+
+    def _add_pose(self, pose: Pose3DPacket) -> None:
+        if self.pose is not None and pose.capture_ns <= self.pose.capture_ns:
+            if pose.capture_ns >= self.pose.capture_ns - 1_000_000_000:
+                return  # a late or repeated pose: the display only moves forward
+            self.reset_history()  # far older: the source restarted (or a replay jumped back)
+        self.pose = pose
+        self.poses_seen += 1
+        self.pose_rate.add(pose.frame_set_index, pose.capture_ns)
+        names = tuple(pose.keypoint_names)
+        pts = np.asarray(pose.filtered_mm, np.float64).reshape(-1, 3)
+        paw_idx = [names.index(p) if p in names else -1 for p in PAWS]
+        paws = np.array([pts[i] if i >= 0 else (np.nan, np.nan, np.nan) for i in paw_idx])
+        t = int(pose.capture_ns)
+        self._trail.append((t, paws))
+        while self._trail and t - self._trail[0][0] > self.trail_s * 1e9:
+            self._trail.popleft()
+        body = self._body_point(names, pts)
+        speed = float("nan")
+        if self._prev_body is not None and np.all(np.isfinite(body)) and t > self._prev_body[0]:
+            dt = (t - self._prev_body[0]) / 1e9
+            speed = float(np.linalg.norm((body - self._prev_body[1])[:2]) / dt)
+        if np.all(np.isfinite(body)):
+            self._prev_body = (t, body)
+        self._trace.append((t, paws[:, 2].copy(), speed))
+        while self._trace and t - self._trace[0][0] > self.trace_s * 1e9:
+            self._trace.popleft()
+
+    @staticmethod
+    def _body_point(names: Sequence[str], pts: np.ndarray) -> np.ndarray:
+        """The body centre used for speed: mean of the ears and tail base that are finite."""
+        idx = [names.index(n) for n in ("left_ear", "right_ear", "tail_base") if n in names]
+        sel = pts[idx] if idx else pts
+        sel = sel[np.all(np.isfinite(sel), axis=1)]
+        return sel.mean(axis=0) if len(sel) else np.full(3, np.nan)
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def paw_trails(self) -> dict[str, np.ndarray]:
+        """Paw name -> (T, 3) positions of the last `trail_s` seconds, oldest first, NaN rows removed."""
+        if not self._trail:
+            return {p: np.zeros((0, 3)) for p in PAWS}
+        stack = np.stack([paws for _, paws in self._trail])  # (T, P, 3)
+        out = {}
+        for j, paw in enumerate(PAWS):
+            track = stack[:, j]
+            out[paw] = track[np.all(np.isfinite(track), axis=1)]
+        return out
+
+    def traces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """-> t_s (T,) seconds relative to the newest pose (<= 0), heights (T, P) mm, speed (T,) mm/s."""
+        if not self._trace:
+            return np.zeros(0), np.zeros((0, len(PAWS))), np.zeros(0)
+        t_now = self._trace[-1][0]
+        t = np.array([(ti - t_now) / 1e9 for ti, _, _ in self._trace])
+        heights = np.stack([h for _, h, _ in self._trace])
+        speed = np.array([s for _, _, s in self._trace])
+        return t, heights, speed
+
+    def trace_marks(self) -> list[tuple[float, float, PawMark]]:
+        """Marks inside the trace window -> (t_s relative to the newest pose, height mm, mark)."""
+        if self.pose is None:
+            return []
+        t_now = int(self.pose.capture_ns)
+        out = []
+        for m in self.marks:
+            dt = (m.capture_ns - t_now) / 1e9
+            if -self.trace_s <= dt <= 0.5:
+                out.append((dt, float(m.position_mm[2]), m))
+        return out
+
+    def reprojection(self, camera: str) -> np.ndarray | None:
+        """The newest filtered 3D pose projected into `camera` -> (K, 2) px, or None if unknown."""
+        if self.pose is None or self.calibration is None or camera not in self.calibration.names:
+            return None
+        if self._reproj_pose is not self.pose:
+            self._reproj_pose, self._reproj = self.pose, {}
+        if camera in self._reproj:
+            return self._reproj[camera]
+        pts = np.asarray(self.pose.filtered_mm, np.float64).reshape(-1, 3)
+        cam = self.calibration.camera(camera)
+        uv = cam.project(pts)
+        uv[cam.depth_mm(pts) <= 0] = np.nan  # behind the camera: no meaningful projection
+        self._reproj[camera] = uv
+        return uv
+
+    def pipeline_latency_ms(self) -> float:
+        """Capture to the last stage that stamped the newest pose, ms (NaN if unknown).
+
+        Uses only the rig's own stamps, so it is meaningful on a viewer on another machine.
+        """
+        if self.pose is None or not self.pose.stamps_ns:
+            return float("nan")
+        return (max(int(v) for v in self.pose.stamps_ns.values()) - int(self.pose.capture_ns)) / 1e6
+
+    def status_fields(self, local_now_ns: int | None = None) -> list[tuple[str, str]]:
+        """(label, text) pairs for the status bar: cameras, rates, latency, recording, per process stats.
+
+        `local_now_ns`: the viewer's monotonic clock when it runs on the rig's machine (then the
+        end-to-end latency to the display is shown); None on a remote viewer.
+        """
+        out: list[tuple[str, str]] = []
+        if self.camera_rates:
+            parts = []
+            for cam in sorted(self.camera_rates):
+                r = self.camera_rates[cam].rate_hz()
+                parts.append(f"{cam} {r:.1f}" if math.isfinite(r) else f"{cam} -")
+            out.append(("fps", ", ".join(parts)))
+        drops = self._sum_keys("drop")
+        if drops is not None:
+            out.append(("dropped", str(drops)))
+        if self.pose is not None:
+            used = ",".join(self.pose.cameras) if self.pose.cameras else "none"
+            out.append(("cameras in use", used))
+            rate = self.pose_rate.rate_hz()
+            out.append(("pose Hz", f"{rate:.1f}" if math.isfinite(rate) else "-"))
+            lat = self.pipeline_latency_ms()
+            if math.isfinite(lat):
+                out.append(("capture->fusion", f"{lat:.1f} ms"))
+            if local_now_ns is not None:
+                out.append(("capture->display", f"{(local_now_ns - int(self.pose.capture_ns)) / 1e6:.1f} ms"))
+        rec = recording_state(self.stats)
+        if rec is not None:
+            out.append(("recording", rec))
+        return out
+
+    def _sum_keys(self, needle: str) -> int | None:
+        """Sum of integer stats whose key contains `needle`, over all processes (None if none)."""
+        total, found = 0, False
+        for stats in self.stats.values():
+            for key, value in flatten_stats(stats).items():
+                if needle in key.lower() and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    if math.isfinite(value):
+                        total += int(value)
+                        found = True
+        return total if found else None
+
+    def process_lines(self) -> list[str]:
+        """'process: key=value ...' for every process that sent stats, sorted by name."""
+        return [f"{p}: {summarise_process(self.stats[p])}" for p in sorted(self.stats)]

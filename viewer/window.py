@@ -1,0 +1,543 @@
+"""The viewer window (Qt): 3D corridor view, four camera panels, paw traces and a status bar.
+
+It draws a `viewer.model.ViewState`; it never talks to sockets itself. Keys: R resets the 3D view,
+Space pauses the display (never the pipeline: the sockets keep being drained), S / Ctrl+S saves a PNG
+of the whole window. Mouse in the 3D view: left-drag rotates, middle-drag (or Ctrl+left) pans,
+wheel zooms (pyqtgraph's GLViewWidget habits).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+import pyqtgraph.opengl as gl
+from OpenGL import GL
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from ratrig.config import CorridorConfig
+from ratrig.skeleton import PAWS
+from viewer.model import (
+    ViewState,
+    confidence_alpha,
+    corridor_geometry,
+    downscale,
+    keypoint_colors,
+    quad_mesh,
+    segment_vertex_colors,
+    segment_vertices,
+    skeleton_index_pairs,
+)
+
+PAW_COLORS = {p: tuple(int(c) for c in keypoint_colors([p])[0]) for p in PAWS}
+FLOOR_RGBA = (0.22, 0.22, 0.25, 1.0)
+WALL_RGBA = (0.55, 0.65, 0.8, 0.07)
+EDGE_RGBA = (0.6, 0.7, 0.85, 0.8)
+TRACE_HZ = 20.0
+STATUS_HZ = 4.0
+
+
+def _no_depth() -> dict:
+    """GL state for flat overlays: alpha blending, no depth test (so they write no depth either).
+
+    The framebuffer's own alpha must stay 1: Qt composites a QOpenGLWidget with that alpha, and a
+    plain glBlendFunc leaves a*a + (1 - a) there, which lets the widget background bleed through
+    (wrong colours on screen and in screenshots).
+    """
+    return {GL.GL_DEPTH_TEST: False, GL.GL_BLEND: True, GL.GL_CULL_FACE: False,
+            "glBlendFuncSeparate": (GL.GL_SRC_ALPHA, GL.GL_ONE_MINUS_SRC_ALPHA, GL.GL_ONE, GL.GL_ONE_MINUS_SRC_ALPHA)}
+
+
+def _rgba(rgb: Sequence[int], alpha: float = 1.0) -> tuple[float, float, float, float]:
+    return (rgb[0] / 255.0, rgb[1] / 255.0, rgb[2] / 255.0, float(alpha))
+
+
+class StyleCache:
+    """Pens and brushes reused across redraws.
+
+    pyqtgraph's scatter symbol atlas is keyed by the pen/brush *object*: a fresh mkPen per spot per
+    redraw renders a new symbol every time and grows the atlas without bound.
+    """
+
+    def __init__(self) -> None:
+        self._pens: dict[tuple, QtGui.QPen] = {}
+        self._brushes: dict[tuple, QtGui.QBrush] = {}
+
+    def pen(self, rgb: Sequence[int], alpha: float = 1.0, width: float = 2.0) -> QtGui.QPen:
+        key = (int(rgb[0]), int(rgb[1]), int(rgb[2]), int(round(255 * alpha)), float(width))
+        if key not in self._pens:
+            self._pens[key] = pg.mkPen(key[:4], width=width)
+        return self._pens[key]
+
+    def brush(self, rgb: Sequence[int], alpha: float = 1.0) -> QtGui.QBrush:
+        key = (int(rgb[0]), int(rgb[1]), int(rgb[2]), int(round(255 * alpha)))
+        if key not in self._brushes:
+            self._brushes[key] = pg.mkBrush(key)
+        return self._brushes[key]
+
+
+class CameraPanel:
+    """One camera: downscaled image, 2D detections (crosses) and the reprojected 3D pose (dots).
+
+    Item coordinates are full-frame pixels of the camera, whatever the display scale.
+    """
+
+    def __init__(self, layout: pg.GraphicsLayout, name: str, size_px: tuple[int, int], row: int, col: int) -> None:
+        self.name = name
+        self.size_px = size_px
+        self.view: pg.ViewBox = layout.addViewBox(row=row, col=col, lockAspect=True, invertY=True, enableMenu=False)
+        self.view.setMouseEnabled(False, False)
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.image.setImage(np.zeros((size_px[1] // 4, size_px[0] // 4, 3), np.uint8), levels=(0, 255))
+        self.image.setRect(QtCore.QRectF(0, 0, size_px[0], size_px[1]))
+        self.view.addItem(self.image)
+        self.reproj_lines = pg.PlotDataItem(pen=pg.mkPen((255, 255, 255, 150), width=1), connect="pairs")
+        self.view.addItem(self.reproj_lines)
+        self.reproj = pg.ScatterPlotItem(size=9, pen=pg.mkPen((255, 255, 255, 200), width=1), pxMode=True)
+        self.view.addItem(self.reproj)
+        self.detections = pg.ScatterPlotItem(symbol="+", size=13, pxMode=True)
+        self.view.addItem(self.detections)
+        self.title = pg.TextItem(name, color=(230, 230, 230), anchor=(0, 0), fill=(0, 0, 0, 120))
+        self.title.setPos(4, 4)
+        self.view.addItem(self.title)
+        self.view.setRange(QtCore.QRectF(0, 0, size_px[0], size_px[1]), padding=0)
+        self.drawn_frame: Any = None
+        self.drawn_keypoints: Any = None
+
+    def set_image(self, image: np.ndarray, scale: float) -> None:
+        h, w = image.shape[:2]
+        if (w, h) != self.size_px:
+            self.size_px = (w, h)
+            self.view.setRange(QtCore.QRectF(0, 0, w, h), padding=0)
+        self.image.setImage(downscale(image, scale), levels=(0, 255), autoLevels=False)
+        self.image.setRect(QtCore.QRectF(0, 0, w, h))
+
+    def image_to_window(self, window: QtWidgets.QWidget, gview: pg.GraphicsView) -> list[float]:
+        """[sx, ox, sy, oy]: window_x = sx * image_x + ox, window_y = sy * image_y + oy."""
+        pts = []
+        for x, y in ((0.0, 0.0), (float(self.size_px[0]), float(self.size_px[1]))):
+            scene = self.view.mapViewToScene(QtCore.QPointF(x, y))
+            wp = gview.mapTo(window, gview.mapFromScene(scene))
+            pts.append((wp.x(), wp.y()))
+        (x0, y0), (x1, y1) = pts
+        sx, sy = (x1 - x0) / self.size_px[0], (y1 - y0) / self.size_px[1]
+        return [sx, x0, sy, y0]
+
+
+class ViewerWindow(QtWidgets.QMainWindow):
+    """The live/replay window. `state` is read at every `redraw()`; nothing here blocks.
+
+    Args:
+        state: what to draw.
+        camera_names: panels, in order (at most four are shown).
+        camera_sizes: full-frame (w, h) px per camera (from the calibration; refined by frames).
+        corridor: floor and walls of the 3D view.
+        image_scale: downscaling of the camera images.
+        screenshot_dir: where S / Ctrl+S writes PNGs.
+        title: window title.
+    """
+
+    def __init__(
+        self,
+        state: ViewState,
+        camera_names: Sequence[str],
+        camera_sizes: dict[str, tuple[int, int]],
+        corridor: CorridorConfig,
+        image_scale: float = 0.5,
+        screenshot_dir: str | Path = ".",
+        title: str = "ratrig viewer",
+    ) -> None:
+        super().__init__()
+        self.state = state
+        self.image_scale = image_scale
+        self.screenshot_dir = Path(screenshot_dir)
+        self.corridor = corridor
+        self.paused = False
+        self.session_is_local = False  # True: the rig's monotonic clock is ours (show display latency)
+        self.redraws = 0
+        self.redraw_s_total = 0.0
+        self.styles = StyleCache()
+        self._drawn_version = -1
+        self._drawn_pose: Any = None
+        self._drawn_marks: Any = None
+        self._last_traces = 0.0
+        self._last_status = 0.0
+        self._speed_top = 0.0
+        self.on_pause_changed: Callable[[bool], None] | None = None
+        self.setWindowTitle(title)
+        self.resize(1600, 950)
+
+        # 3D view --------------------------------------------------------------------------------
+        self.gl_view = gl.GLViewWidget()
+        self.gl_view.setBackgroundColor((12, 12, 16))
+        self._build_corridor(corridor)
+        self.skeleton = gl.GLLinePlotItem(mode="lines", width=3, antialias=True, glOptions="translucent")
+        self.joints = gl.GLScatterPlotItem(size=14, pxMode=True, glOptions="translucent")
+        self.trails = {
+            paw: gl.GLLinePlotItem(mode="line_strip", width=2, antialias=True, glOptions="translucent") for paw in PAWS
+        }
+        # Paw placements lie on the floor: a depth-tested sprite would be half hidden by the floor
+        # in front of it, so they are blended on top of the floor, before the rat.
+        self.placements = gl.GLScatterPlotItem(size=9, pxMode=True, glOptions=_no_depth())
+        for item in (self.placements, *self.trails.values(), self.skeleton, self.joints):
+            self.gl_view.addItem(item)
+        self.reset_view()
+
+        # camera panels ----------------------------------------------------------------------------
+        self.camera_view = pg.GraphicsLayoutWidget()
+        self.camera_view.setBackground((20, 20, 20))
+        layout = self.camera_view.ci
+        layout.setSpacing(2)
+        self.panels: dict[str, CameraPanel] = {}
+        for i, name in enumerate(list(camera_names)[:4]):
+            self.panels[name] = CameraPanel(layout, name, camera_sizes.get(name, (640, 480)), i // 2, i % 2)
+
+        # traces -----------------------------------------------------------------------------------
+        self.trace_view = pg.GraphicsLayoutWidget()
+        self.height_plot = self.trace_view.addPlot(row=0, col=0, title="paw height (mm)")
+        self.speed_plot = self.trace_view.addPlot(row=0, col=1, title="body speed (mm/s)")
+        for plot in (self.height_plot, self.speed_plot):
+            plot.setXRange(-state.trace_s, 0.0, padding=0.01)
+            plot.setLabel("bottom", "time (s)")
+            plot.showGrid(x=True, y=True, alpha=0.25)
+            plot.setMouseEnabled(x=False, y=True)
+        self.height_plot.addLegend(offset=(5, 5), labelTextSize="8pt")
+        self.height_curves = {
+            paw: self.height_plot.plot(pen=pg.mkPen(PAW_COLORS[paw], width=1.5), name=paw.replace("_paw", ""))
+            for paw in PAWS
+        }
+        self.height_plot.setYRange(0, 60)
+        self.touchdown_marks = pg.ScatterPlotItem(symbol="t", size=10, pen=None)  # down-pointing triangle
+        self.liftoff_marks = pg.ScatterPlotItem(symbol="t1", size=10, pen=None)  # up-pointing triangle
+        self.height_plot.addItem(self.touchdown_marks)
+        self.height_plot.addItem(self.liftoff_marks)
+        self.speed_curve = self.speed_plot.plot(pen=pg.mkPen((220, 220, 220), width=1.5))
+
+        # layout -----------------------------------------------------------------------------------
+        top = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
+        top.addWidget(self.gl_view)
+        top.addWidget(self.camera_view)
+        top.setSizes([900, 700])
+        main = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        main.addWidget(top)
+        main.addWidget(self.trace_view)
+        main.setSizes([680, 230])
+        self.setCentralWidget(main)
+        self.status_label = QtWidgets.QLabel("waiting for data")
+        self.status_label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.process_label = QtWidgets.QLabel("")
+        self.process_label.setStyleSheet("color: #999")
+        status = QtWidgets.QWidget()
+        lines = QtWidgets.QVBoxLayout(status)
+        lines.setContentsMargins(4, 0, 4, 0)
+        lines.setSpacing(0)
+        lines.addWidget(self.status_label)
+        lines.addWidget(self.process_label)
+        self.statusBar().addWidget(status, 1)
+        self.extra_status: Callable[[], str] | None = None
+
+        # keys -------------------------------------------------------------------------------------
+        self._shortcut(QtCore.Qt.Key.Key_R, self.reset_view)
+        self._shortcut(QtCore.Qt.Key.Key_Space, self.toggle_pause)
+        self._shortcut(QtCore.Qt.Key.Key_F, self.toggle_follow)
+        self._shortcut(QtCore.Qt.Key.Key_S, self.save_screenshot_dialogless)
+        self._shortcut(QtGui.QKeySequence.StandardKey.Save, self.save_screenshot_dialogless)
+
+    # -- construction ------------------------------------------------------------------------------
+
+    def _shortcut(self, key: Any, slot: Callable[[], Any]) -> None:
+        sc = QtGui.QShortcut(QtGui.QKeySequence(key), self)
+        sc.setContext(QtCore.Qt.ShortcutContext.WindowShortcut)
+        sc.activated.connect(slot)
+
+    def _build_corridor(self, c: CorridorConfig) -> None:
+        geo = corridor_geometry(c.length_mm, c.width_mm, c.wall_height_mm)
+        verts, faces = quad_mesh(geo["floor"][None])
+        # No depth from the floor either: everything drawn is on or above it, and depth-tested sprites
+        # of paws on the floor would otherwise be cut in half by the floor in front of them.
+        self.floor = gl.GLMeshItem(vertexes=verts, faces=faces, color=FLOOR_RGBA, smooth=False, glOptions=_no_depth())
+        verts, faces = quad_mesh(geo["walls"])
+        # Clear walls: blended without depth test (so they write no depth), drawn before the rat. Both
+        # walls stay evenly faint from any angle, and the rat behind one is never hidden or tinted.
+        self.walls = gl.GLMeshItem(vertexes=verts, faces=faces, color=WALL_RGBA, smooth=False, glOptions=_no_depth())
+        self.edges = gl.GLLinePlotItem(pos=geo["edges"], mode="lines", color=EDGE_RGBA, width=1, glOptions="translucent")
+        for item in (self.floor, self.walls, self.edges):
+            self.gl_view.addItem(item)
+
+    # -- actions -----------------------------------------------------------------------------------
+
+    def reset_view(self) -> None:
+        """R: the default 3D camera, looking at the corridor centre from above one side."""
+        c = self.corridor
+        self.gl_view.opts["center"] = QtGui.QVector3D(0.0, 0.0, c.wall_height_mm * 0.2)
+        # From the side (camera at -y), the whole corridor in the horizontal field of view.
+        self.gl_view.setCameraPosition(distance=max(400.0, 0.95 * c.length_mm), elevation=25.0, azimuth=-90.0)
+        self.follow = False
+
+    def toggle_follow(self) -> None:
+        """F: keep the 3D view centred on the rat (zoomed in) or go back to the whole corridor."""
+        follow = not self.follow
+        if follow:
+            self.gl_view.setCameraPosition(distance=max(300.0, 0.3 * self.corridor.length_mm))
+        else:
+            self.reset_view()
+        self.follow = follow
+        self.statusBar().showMessage("following the rat (F)" if follow else "whole corridor (F)", 2000)
+
+    def toggle_pause(self) -> None:
+        """Space: freeze the display; the sockets keep being drained so nothing backs up."""
+        self.paused = not self.paused
+        if self.on_pause_changed is not None:
+            self.on_pause_changed(self.paused)
+        self.redraw(force=not self.paused)
+
+    def save_screenshot_dialogless(self) -> Path:
+        """S / Ctrl+S: a PNG of the whole window into `screenshot_dir`, named by the time."""
+        self.screenshot_dir.mkdir(parents=True, exist_ok=True)
+        path = self.screenshot_dir / time.strftime("ratrig-%Y%m%d-%H%M%S.png")
+        n = 1
+        while path.exists():
+            path = path.with_name(f"{path.stem.split('_')[0]}_{n}.png")
+            n += 1
+        self.save_screenshot(path)
+        self.statusBar().showMessage(f"saved {path}", 4000)
+        return path
+
+    def save_screenshot(self, path: str | Path) -> Path:
+        """Render and write a PNG of the whole window (3D view included). Raises OSError on failure."""
+        path = Path(path)
+        pixmap = self.grab()
+        if pixmap.isNull() or not pixmap.save(str(path), "PNG"):
+            raise OSError(f"could not write screenshot {path}")
+        return path
+
+    def layout_report(self) -> dict[str, Any]:
+        """Where things are in the window, for checking screenshots: the 3D view's rectangle and its
+        own view and projection matrices (column-major 4x4, pyqtgraph's), each panel's image->window map."""
+        gv = self.gl_view
+        tl = gv.mapTo(self, QtCore.QPoint(0, 0))
+        region = (0, 0, gv.deviceWidth(), gv.deviceHeight())
+        proj = gv.projectionMatrix(region, region)
+        view = gv.viewMatrix()
+        return {
+            "window_size": [self.width(), self.height()],
+            "gl": {
+                "rect": [tl.x(), tl.y(), gv.width(), gv.height()],
+                "view": [float(v) for v in view.data()],
+                "projection": [float(v) for v in proj.data()],
+            },
+            "panels": {name: p.image_to_window(self, self.camera_view) for name, p in self.panels.items()},
+        }
+
+    # -- drawing -----------------------------------------------------------------------------------
+
+    def redraw(self, force: bool = False) -> bool:
+        """Draw what changed since the last redraw; returns True if anything was drawn.
+
+        The 3D view follows every new pose; a camera panel redraws when its frame, its 2D keypoints or
+        the pose changed; traces at most `TRACE_HZ`, the status text at most `STATUS_HZ` (neither
+        needs more, and both repaint large areas).
+        """
+        if self.paused and not force:
+            self.status_label.setText("PAUSED (Space): the display is frozen, the pipeline keeps running")
+            return False
+        now = time.perf_counter()
+        t0 = now
+        drew = False
+        pose = self.state.pose
+        pose_changed = pose is not self._drawn_pose
+        if pose_changed or force:
+            self._drawn_pose = pose
+            self._draw_pose()
+            drew = True
+        marks_key = (len(self.state.marks), self.state.marks[-1] if self.state.marks else None)
+        if marks_key != self._drawn_marks or force:
+            self._drawn_marks = marks_key
+            self._draw_marks()
+            drew = True
+        for name, panel in self.panels.items():
+            drew |= self._draw_camera(panel, pose_changed or force)
+        if force or (self.state.version != self._drawn_version and now - self._last_traces >= 1.0 / TRACE_HZ):
+            self._drawn_version = self.state.version
+            self._last_traces = now
+            self._draw_traces()
+            drew = True
+        if force or now - self._last_status >= 1.0 / STATUS_HZ:
+            self._last_status = now
+            self._draw_status()
+        if drew:
+            self.redraws += 1
+            self.redraw_s_total += time.perf_counter() - t0
+        return drew
+
+    def _draw_pose(self) -> None:
+        st = self.state
+        pose = st.pose
+        if pose is None:
+            return
+        names = tuple(pose.keypoint_names)
+        pts = np.asarray(pose.filtered_mm, np.float64).reshape(-1, 3)
+        if self.follow and np.isfinite(pts).all(axis=1).any():
+            x_mm = float(np.nanmean(pts[:, 0]))
+            self.gl_view.opts["center"] = QtGui.QVector3D(x_mm, 0.0, self.corridor.wall_height_mm * 0.2)
+            self.gl_view.update()
+        rgba = np.concatenate([keypoint_colors(names) / 255.0, confidence_alpha(pose.score)[:, None]], axis=1)
+        ok = np.all(np.isfinite(pts), axis=1)
+        self.joints.setData(pos=pts[ok] if ok.any() else np.zeros((0, 3)), color=rgba[ok])
+        pairs = skeleton_index_pairs(names)
+        seg = segment_vertices(pts, pairs)
+        seg_rgba = segment_vertex_colors(rgba, pairs, pts)
+        self.skeleton.setData(pos=seg if len(seg) else np.zeros((0, 3)), color=seg_rgba if len(seg) else (1, 1, 1, 0))
+        for paw, track in st.paw_trails().items():
+            item = self.trails[paw]
+            if len(track) < 2:
+                item.setData(pos=np.zeros((0, 3)))
+                continue
+            col = np.tile(_rgba(PAW_COLORS[paw]), (len(track), 1))
+            col[:, 3] = np.linspace(0.1, 0.9, len(track))  # older = fainter
+            item.setData(pos=track, color=col)
+
+    def _draw_marks(self) -> None:
+        """Touchdowns as discs on the floor, coloured by paw (the newest `max_marks` of them)."""
+        marks = [m for m in self.state.marks if m.kind == "touchdown" and all(math.isfinite(v) for v in m.position_mm)]
+        if marks:
+            pos = np.array([[m.position_mm[0], m.position_mm[1], 0.0] for m in marks])
+            col = np.array([_rgba(PAW_COLORS.get(m.paw, (255, 255, 255)), 0.8) for m in marks])
+            self.placements.setData(pos=pos, color=col)
+        else:
+            self.placements.setData(pos=np.zeros((0, 3)))
+
+    def _draw_camera(self, panel: CameraPanel, pose_changed: bool) -> bool:
+        st = self.state
+        drew = False
+        frame = st.frames.get(panel.name)
+        if frame is not None and frame is not panel.drawn_frame:
+            panel.drawn_frame = frame
+            panel.set_image(np.asarray(frame.image), self.image_scale)
+            drew = True
+        kp = st.keypoints2d.get(panel.name)
+        if kp is not panel.drawn_keypoints:
+            panel.drawn_keypoints = kp
+            drew = True
+            if kp is not None:
+                xy = np.asarray(kp.keypoints, np.float64)[:, :2]
+                lik = np.asarray(kp.keypoints, np.float64)[:, 2]
+                cols = keypoint_colors(kp.keypoint_names)
+                alpha = confidence_alpha(lik)
+                ok = np.all(np.isfinite(xy), axis=1)
+                pens = [self.styles.pen(cols[i], alpha[i]) for i in np.flatnonzero(ok)]
+                panel.detections.setData(pos=xy[ok], pen=pens, brush=None)
+            else:
+                panel.detections.setData([], [])
+        if pose_changed:
+            drew = True
+            uv = st.reprojection(panel.name)
+            if uv is not None and st.pose is not None:
+                names = tuple(st.pose.keypoint_names)
+                cols = keypoint_colors(names)
+                alpha = confidence_alpha(st.pose.score)
+                ok = np.all(np.isfinite(uv), axis=1)
+                brushes = [self.styles.brush(cols[i], alpha[i]) for i in np.flatnonzero(ok)]
+                panel.reproj.setData(pos=uv[ok], brush=brushes)
+                seg = segment_vertices(uv, skeleton_index_pairs(names))
+                if len(seg):
+                    panel.reproj_lines.setData(seg[:, 0], seg[:, 1])
+                else:
+                    panel.reproj_lines.setData([], [])
+            else:
+                panel.reproj.setData([], [])
+                panel.reproj_lines.setData([], [])
+        return drew
+
+    def _draw_traces(self) -> None:
+        t, heights, speed = self.state.traces()
+        for j, paw in enumerate(PAWS):
+            self.height_curves[paw].setData(t, heights[:, j] if len(t) else [], connect="finite")
+        self.speed_curve.setData(t, speed, connect="finite")
+        # Fixed floor at 0 and a range that only grows in steps: an autoscaled axis makes sensor
+        # noise on a still rat look like motion.
+        top = float(np.nanmax(speed)) if np.isfinite(speed).any() else 0.0
+        top = max(200.0, 100.0 * math.ceil(1.1 * top / 100.0))
+        if top != self._speed_top:
+            self._speed_top = top
+            self.speed_plot.setYRange(0.0, top, padding=0)
+        td, lo = [], []
+        for dt, h, m in self.state.trace_marks():
+            spot = {"pos": (dt, h), "brush": self.styles.brush(PAW_COLORS.get(m.paw, (255, 255, 255)))}
+            (td if m.kind == "touchdown" else lo if m.kind == "liftoff" else td).append(spot)
+        self.touchdown_marks.setData(td)
+        self.liftoff_marks.setData(lo)
+
+    def _draw_status(self) -> None:
+        local_now = time.monotonic_ns() if self.session_is_local else None
+        fields = self.state.status_fields(local_now)
+        text = "   ".join(f"{k}: {v}" for k, v in fields) if fields else "waiting for data"
+        if self.extra_status is not None:
+            text = f"{self.extra_status()}   {text}"
+        self.status_label.setText(text)
+        self.process_label.setText(" | ".join(self.state.process_lines()))
+
+
+class ReplayControls:
+    """Play/pause, a time slider and a speed choice under the window, driving a `viewer.replay.ReplaySource`.
+
+    Space (the window's display pause) pauses and resumes playback too.
+    """
+
+    SPEEDS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+    def __init__(self, win: ViewerWindow, replay: Any) -> None:
+        self.win = win
+        self.replay = replay
+        bar = QtWidgets.QToolBar("replay")
+        bar.setMovable(False)
+        win.addToolBar(QtCore.Qt.ToolBarArea.BottomToolBarArea, bar)
+        self.play_button = QtWidgets.QPushButton("Pause")
+        self.play_button.setFocusPolicy(QtCore.Qt.FocusPolicy.NoFocus)
+        self.play_button.clicked.connect(lambda: self.set_playing(not self.replay.playing))
+        bar.addWidget(self.play_button)
+        self.slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+        self.slider.setRange(0, max(1, int(round(replay.duration_s * 1000))))
+        self.slider.setFocusPolicy(QtCore.Qt.FocusPolicy.NoFocus)
+        self.slider.valueChanged.connect(self._slider_moved)
+        bar.addWidget(self.slider)
+        self.time_label = QtWidgets.QLabel()
+        self.time_label.setMinimumWidth(150)
+        bar.addWidget(self.time_label)
+        self.speed_box = QtWidgets.QComboBox()
+        self.speed_box.setFocusPolicy(QtCore.Qt.FocusPolicy.NoFocus)
+        for s in self.SPEEDS:
+            self.speed_box.addItem(f"{s:g}x", s)
+        self.speed_box.setCurrentIndex(self.SPEEDS.index(1.0))
+        self.speed_box.currentIndexChanged.connect(lambda i: setattr(self.replay, "speed", self.SPEEDS[i]))
+        bar.addWidget(self.speed_box)
+        win.on_pause_changed = lambda paused: self.set_playing(not paused)
+        win.extra_status = lambda: f"replay {self.replay.path.name}"
+        self.update()
+
+    def set_playing(self, playing: bool) -> None:
+        self.replay.set_playing(playing)
+        if self.win.paused == playing:  # keep the display running while playing
+            self.win.paused = not playing
+        self.update()
+
+    def _slider_moved(self, value: int) -> None:
+        target = self.replay.start_ns + int(value) * 1_000_000
+        if abs(target - self.replay.t_ns) >= 1_000_000:  # a user move, not our own update()
+            self.replay.seek(target)
+            self.replay.feed(self.win.state, self.replay.t_ns)
+            self.win.redraw(force=True)
+            self.update()
+
+    def update(self) -> None:
+        """Follow the cursor (slider signals blocked: this is not a user seek)."""
+        r = self.replay
+        self.slider.blockSignals(True)
+        self.slider.setValue(int((r.t_ns - r.start_ns) // 1_000_000))
+        self.slider.blockSignals(False)
+        self.time_label.setText(f"{(r.t_ns - r.start_ns) / 1e9:7.2f} / {r.duration_s:.2f} s")
+        self.play_button.setText("Pause" if r.playing else "Play")
