@@ -335,11 +335,11 @@ class Endpoints:
         return f"tcp://{host}:{port}"
 
     # offsets: 0 directory, 1..  cameras, 40.. workers, 80 fusion, 81 events, 82 recorder,
-    # 83 supervisor, 84 evaluator (synthetic rig), 85 calibration recorder
+    # 83 supervisor, 84 evaluator (synthetic rig), 85 calibration recorder, 86 transport monitor (probe)
     def ports(self) -> dict[str, int]:
         p = {"directory": self._port(0), "fusion": self._port(80), "events": self._port(81),
              "recorder": self._port(82), "supervisor": self._port(83), "evaluator": self._port(84),
-             "calibration-recorder": self._port(85)}
+             "calibration-recorder": self._port(85), "monitor": self._port(86)}
         for i, cam in enumerate(self.rig.cameras):
             p[f"camera/{cam.name}"] = self._port(1 + i)
         for j in range(len(self.rig.worker_groups())):

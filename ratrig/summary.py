@@ -14,7 +14,8 @@ Keys (a stage that did not run leaves its keys out rather than writing zeros):
 
 Definitions: `captured` counts frames the camera grabbed from t0; `published` those sent; `received`
 those the first consumer (inference worker, or the probe without one) took off the wire; `dropped`
-= captured - received. Latency percentiles are per camera in the stages; the summary reports the
+= captured - received. Transport latency (publish -> received) is measured by the probe, a consumer
+that reads every frame the moment it arrives. Latency percentiles are per camera in the stages; the summary reports the
 median of the per-camera p50s and the worst per-camera p99.
 """
 from __future__ import annotations
@@ -47,7 +48,11 @@ def build_summary(
 ) -> dict[str, Any]:
     """Newest stats per process -> the summary dict documented above."""
     out: dict[str, Any] = {"ratrig_version": __version__, "duration_s": round(duration_s, 3), "config": config_path}
-    receivers = {name: s for name, s in stats.items() if name == "probe" or name.startswith("inference/")}
+    workers = {name: s for name, s in stats.items() if name.startswith("inference/")}
+    probe = stats.get("probe")
+    # `received` comes from the first real consumer (the inference workers) when they run, else the
+    # probe; transport latency always from the probe, which reads frames as they arrive
+    receivers = workers or ({"probe": probe} if probe is not None else {})
     cameras: dict[str, Any] = {}
     transport, to2d = [], []
     for cam in rig.camera_names:
@@ -70,8 +75,14 @@ def build_summary(
             for key in ("inferred", "skipped"):
                 if key in per:
                     c[key] = int(per[key])
-            transport.append(per.get("transport_ms") or per.get("transport_latency_ms"))
             to2d.append(per.get("capture_to_2d_ms"))
+        if probe is not None and cam in probe.get("cameras", {}):
+            transport.append(probe["cameras"][cam].get("transport_ms"))
+        elif receivers:
+            for rs in receivers.values():
+                per = rs.get("cameras", {}).get(cam)
+                if per is not None:
+                    transport.append(per.get("transport_ms") or per.get("transport_latency_ms"))
         if "captured" in c and "received" in c:
             c["dropped"] = max(0, c["captured"] - c["received"])
         cameras[cam] = c

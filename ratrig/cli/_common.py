@@ -24,6 +24,7 @@ def add_session_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-inference", action="store_true", help="cameras only (transport check)")
     p.add_argument("--calibration", default=None, metavar="PATH", help="override calibration.file")
     p.add_argument("--fps", type=float, default=None, help="override every camera's fps")
+    p.add_argument("--base-port", type=int, default=None, help="override network.base_port")
     p.add_argument("--kill-camera", default=None, metavar="NAME@S",
                    help="fault injection: camera NAME dies S seconds into the session (synthetic rig)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -37,6 +38,8 @@ def apply_overrides(rig: RigConfig, args: argparse.Namespace) -> RigConfig:
         rig = replace_section(rig, "inference", model="")
     if args.calibration is not None:
         rig = replace_section(rig, "calibration", file=str(Path(args.calibration).resolve()))
+    if args.base_port is not None:
+        rig = replace_section(rig, "network", base_port=args.base_port)
     if args.fps is not None:
         rig = dataclasses.replace(rig, cameras=[dataclasses.replace(c, fps=args.fps) for c in rig.cameras])
     if args.kill_camera:

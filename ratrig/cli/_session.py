@@ -54,6 +54,7 @@ class SessionOptions:
     record_calibration_dir: str | None = None
     run_dir: str | None = None
     synthetic_truth: bool = False  # evaluate against the synthetic rig's ground truth
+    started_wall_s: float | None = None  # names the session folder; set by run_session
 
 
 def stage_available(module: str) -> bool:
@@ -100,12 +101,21 @@ def check_model(rig: RigConfig) -> dict[str, Any]:
     return {"path": info.path, "engine": info.engine, "sha256": info.sha256, "bodyparts": list(info.bodyparts)}
 
 
+def session_folder(rig: RigConfig, opts: SessionOptions) -> Path:
+    """The new session folder inside --record DIR: <rig name>-<local date and time>."""
+    assert opts.record_dir is not None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(opts.started_wall_s or time.time()))
+    return Path(opts.record_dir).resolve() / f"{rig.name}-{stamp}"
+
+
 def plan(rig: RigConfig, config_path: Path, opts: SessionOptions) -> tuple[list[ProcessSpec], list[ProcessSpec]]:
     """(consumers, cameras) process specs for the stages that exist and are enabled."""
     cfg = ("--config", str(config_path))
     consumers: list[ProcessSpec] = []
-    if opts.record_dir and stage_available("recorder.process"):
-        consumers.append(ProcessSpec("recorder", "recorder.process", cfg + ("--out", opts.record_dir)))
+    if opts.record_dir:
+        if not stage_available("recorder.process"):
+            raise SessionError("--record needs the recorder stage, which is not installed")
+        consumers.append(ProcessSpec("recorder", "recorder.process", cfg + ("--out", str(session_folder(rig, opts)))))
     if rig.inference.model and stage_available("inference.worker"):
         for j, _ in enumerate(rig.worker_groups()):
             consumers.append(ProcessSpec(f"inference/{j}", "inference.worker", cfg + ("--worker", str(j)),
@@ -114,8 +124,10 @@ def plan(rig: RigConfig, config_path: Path, opts: SessionOptions) -> tuple[list[
             consumers.append(ProcessSpec("fusion", "fusion.process", cfg, restart=True))
             if rig.events.enabled and stage_available("events.process"):
                 consumers.append(ProcessSpec("events", "events.process", cfg, restart=True))
-    else:
-        consumers.append(ProcessSpec("probe", "acquisition.probe", cfg))
+    # The probe takes every frame off the wire as soon as it arrives: the transport latency of the
+    # summary. (A live worker drains only between forward passes, so its receive times include the
+    # wait for the model.) Its stats go out on the monitor port.
+    consumers.append(ProcessSpec("probe", "acquisition.probe", cfg + ("--bind", Endpoints(rig).bind("monitor"))))
     if opts.synthetic_truth and stage_available("synthetic.evaluate"):
         consumers.append(ProcessSpec("evaluator", "synthetic.evaluate", cfg))
     if opts.record_calibration_dir:
@@ -166,7 +178,8 @@ class StatsCollector:
         return out
 
     def ready(self, name: str) -> bool:
-        return bool(self.latest.get(name, {}).get("ready"))
+        """A process is ready once it publishes stats, unless they say "ready": false."""
+        return name in self.latest and bool(self.latest[name].get("ready", True))
 
     def close(self) -> None:
         self.sub.close(0)
@@ -178,7 +191,13 @@ class Directory:
     def __init__(self, ctx: zmq.Context, rig: RigConfig, config_path: Path) -> None:
         self.sock = ctx.socket(zmq.REP)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.bind(Endpoints(rig).bind("directory"))
+        endpoint = Endpoints(rig).bind("directory")
+        try:
+            self.sock.bind(endpoint)
+        except zmq.ZMQError as e:
+            self.sock.close(0)
+            raise SessionError(f"cannot bind the session directory {endpoint}: {e}; is another ratrig session "
+                               f"running? Stop it or set network.base_port (or --base-port)") from None
         calibration = None
         if rig.calibration.file:
             calibration = load_calibration(rig.calibration.file, rig.camera_names).to_dict()
@@ -207,14 +226,19 @@ def run_session(rig: RigConfig, opts: SessionOptions) -> dict[str, Any]:
     rig, facts = prepare(rig, run_dir)
     config_path = run_dir / "rig.toml"
     save_config(rig, config_path)
+    opts = dataclasses.replace(opts, started_wall_s=time.time())
     consumers, cameras = plan(rig, config_path, opts)
     log.info("session %s: logs in %s; stages: %s", rig.name, run_dir,
              ", ".join(s.name for s in consumers + cameras))
 
     ctx = zmq.Context()
+    try:
+        directory = Directory(ctx, rig, config_path)
+    except SessionError:
+        ctx.term()
+        raise
     sup = Supervisor(run_dir / "logs")
     collector = StatsCollector(ctx, rig)
-    directory = Directory(ctx, rig, config_path)
     interrupted = False
     t0_ns = None
     events: list[str] = []
@@ -284,6 +308,11 @@ def run_session(rig: RigConfig, opts: SessionOptions) -> dict[str, Any]:
                             config_path=rig.path or str(config_path), events=events, facts=facts)
     summary["interrupted"] = interrupted
     summary["run_dir"] = str(run_dir)
+    if opts.record_dir:
+        summary["recording"] = str(session_folder(rig, opts))
+        rec = collector.merged().get("recorder")
+        if rec is not None:
+            summary["recorder"] = {k: v for k, v in rec.items() if k not in ("ready", "final", "pid")}
     text = json.dumps(summary, indent=2, sort_keys=False)
     if opts.json_path:
         atomic_write_text(opts.json_path, text + "\n")
