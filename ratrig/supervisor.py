@@ -32,6 +32,7 @@ class ProcessSpec:
     max_restarts: int = 5
     backoff_s: float = 0.5
     env: tuple[tuple[str, str], ...] = ()
+    stop_timeout_s: float = 10.0  # SIGTERM -> SIGKILL grace; a recorder finishing its queue needs more
 
 
 @dataclass
@@ -143,23 +144,27 @@ class Supervisor:
         st = self.procs[name]
         return st.popen is not None and st.popen.poll() is None
 
-    def stop(self, names: Sequence[str] | None = None, timeout_s: float = 5.0) -> None:
-        """SIGTERM `names` (default all, in insertion order), wait up to timeout_s, then SIGKILL."""
+    def stop(self, names: Sequence[str] | None = None, timeout_s: float | None = None) -> None:
+        """SIGTERM `names` (default all, in insertion order), wait, then SIGKILL what is left.
+
+        The grace period is `timeout_s`, or each process's `spec.stop_timeout_s` when None.
+        """
         targets = [self.procs[n] for n in (names if names is not None else list(self.procs))]
         for st in targets:
             if st.state == "backoff":
                 st.state = "stopped"
             if st.popen is not None and st.popen.poll() is None:
                 st.popen.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
+        start = time.monotonic()
         for st in targets:
             if st.popen is None:
                 continue
-            remaining = max(0.0, deadline - time.monotonic())
+            grace = st.spec.stop_timeout_s if timeout_s is None else timeout_s
+            remaining = max(0.0, start + grace - time.monotonic())
             try:
                 rc = st.popen.wait(remaining)
             except subprocess.TimeoutExpired:
-                log.warning("%s did not stop within %.1f s; killing it", st.spec.name, timeout_s)
+                log.warning("%s did not stop within %.1f s; killing it", st.spec.name, grace)
                 st.popen.kill()
                 rc = st.popen.wait()
             if st.state == "running":

@@ -115,7 +115,8 @@ def plan(rig: RigConfig, config_path: Path, opts: SessionOptions) -> tuple[list[
     if opts.record_dir:
         if not stage_available("recorder.process"):
             raise SessionError("--record needs the recorder stage, which is not installed")
-        consumers.append(ProcessSpec("recorder", "recorder.process", cfg + ("--out", str(session_folder(rig, opts)))))
+        consumers.append(ProcessSpec("recorder", "recorder.process", cfg + ("--out", str(session_folder(rig, opts))),
+                                     stop_timeout_s=120.0))
     if rig.inference.model and stage_available("inference.worker"):
         for j, _ in enumerate(rig.worker_groups()):
             consumers.append(ProcessSpec(f"inference/{j}", "inference.worker", cfg + ("--worker", str(j)),
@@ -294,7 +295,10 @@ def run_session(rig: RigConfig, opts: SessionOptions) -> dict[str, Any]:
         while time.monotonic() < drain_until:
             collector.pump(50)
             directory.serve()
-        sup.stop(timeout_s=10.0)
+        # everything but the recorder, then the recorder, which writes what it still holds
+        sup.stop([n for n in sup.procs if n != "recorder"], timeout_s=10.0)
+        if "recorder" in sup.procs:
+            sup.stop(["recorder"])
         end_pump = time.monotonic() + 0.5
         while time.monotonic() < end_pump:
             collector.pump(50)

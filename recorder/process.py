@@ -1,0 +1,204 @@
+"""The recorder process: subscribe to every stream of a session and write it to a session folder.
+
+Usage::
+
+    python -m recorder.process --config rig.toml --out sessions/2026-11-25_rat07 \
+        [--connect tcp://127.0.0.1:5551 ...] [--calibration calibration.toml] [--model MODEL] [--duration-s S]
+
+Without --connect it connects to every PUB endpoint of the rig (each camera, each inference worker,
+fusion, events). SIGINT/SIGTERM end the session cleanly (every queued frame is written). A SIGKILL
+leaves a session readable up to the last flush interval (see FORMAT.md, "Crash safety").
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import zmq
+
+from ratrig.clock import now_ns
+from ratrig.config import ConfigError, Endpoints, RigConfig, load_config, replace_section
+from ratrig.messages import FramePacket, StatsPacket
+from ratrig.transport import ReceiveCounters, make_pub, make_sub, recv_packet, send_packet
+from recorder.video import VideoCodecError, check_codec
+from recorder.writer import SessionError, SessionWriter
+
+log = logging.getLogger("recorder")
+
+GB = 1024**3
+
+
+def default_endpoints(rig: RigConfig) -> list[str]:
+    """Every PUB endpoint a recorder subscribes to: cameras, inference workers, fusion, events."""
+    ep = Endpoints(rig)
+    keys = [k for k in ep.ports() if k.startswith(("camera/", "inference/")) or k in ("fusion", "events")]
+    return [ep.connect(k) for k in keys]
+
+
+class DiskMonitor:
+    """Free space of the session's disk, and the time left at the rate the session writes."""
+
+    def __init__(self, path: Path, min_free_gb: float, warn_free_gb: float):
+        self.path = path
+        self.min_free = min_free_gb * GB
+        self.warn_free = warn_free_gb * GB
+        self._first: tuple[int, int] | None = None  # (ns, free bytes)
+        self._last_warn_ns = 0
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.path).free
+
+    def check(self) -> tuple[int, str | None, bool]:
+        """(free bytes, warning or None, stop) where stop means below min_free_gb."""
+        t, free = now_ns(), self.free_bytes()
+        if self._first is None:
+            self._first = (t, free)
+        rate = (self._first[1] - free) / max((t - self._first[0]) / 1e9, 1e-9)
+        left_s = (free - self.min_free) / rate if rate > 0 else float("inf")
+        if free < self.min_free:
+            return free, (f"free disk space {free / GB:.2f} GB on {self.path} is below recorder.min_free_gb "
+                          f"{self.min_free / GB:.2f}: video is no longer written"), True
+        if free < self.warn_free or left_s < 600:
+            if t - self._last_warn_ns > 10e9:
+                self._last_warn_ns = t
+                return free, (f"LOW DISK SPACE: {free / GB:.2f} GB free on {self.path}, writing {rate / 1e6:.1f} MB/s: "
+                              f"about {left_s / 60:.1f} min before recording stops (min_free_gb {self.min_free / GB:.1f})"), False
+        return free, None, False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ratrig-recorder", description="Record every stream of a ratrig session.")
+    p.add_argument("--config", required=True, help="rig TOML file")
+    p.add_argument("--out", required=True, help="session folder to create (must not exist or be empty)")
+    p.add_argument("--connect", action="append", default=None, metavar="ENDPOINT",
+                   help="PUB endpoint to subscribe to (repeatable); default: every stage of the rig")
+    p.add_argument("--calibration", default=None, help="calibration.toml used live (default: calibration.file)")
+    p.add_argument("--model", default=None, help="model used live (default: inference.model)")
+    p.add_argument("--codec", choices=["ffv1", "mjpeg", "h264"], default=None, help="override recorder.codec")
+    p.add_argument("--duration-s", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--no-publish", action="store_true", help="do not publish recorder stats on the rig's recorder port")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s recorder %(levelname)s %(message)s")
+    try:
+        rig = load_config(args.config)
+        if args.codec:
+            rig = replace_section(rig, "recorder", codec=args.codec)
+        codec = check_codec(rig.recorder.codec)
+    except (ConfigError, VideoCodecError) as e:
+        log.error("%s", e)
+        return 2
+    out = Path(args.out)
+    disk_root = out if out.exists() else next((p for p in out.resolve().parents if p.exists()), Path("/"))
+    disk = DiskMonitor(disk_root, rig.recorder.min_free_gb, rig.recorder.warn_free_gb)
+    free, warning, stop = disk.check()
+    if stop:
+        log.error("%s: refusing to start", warning)
+        return 2
+    if warning:
+        log.warning("%s", warning)
+    calibration = args.calibration if args.calibration is not None else rig.calibration.file
+    model = args.model if args.model is not None else rig.inference.model
+    endpoints = args.connect or default_endpoints(rig)
+    try:
+        session = SessionWriter(out, rig, codec, calibration_path=calibration, model_path=model,
+                                connect={str(i): e for i, e in enumerate(endpoints)})
+    except (SessionError, OSError) as e:
+        log.error("%s", e)
+        return 2
+    disk.path = out
+
+    stop_event = threading.Event()
+
+    def _stop(signum, _frame):  # noqa: ANN001
+        log.info("signal %d: finishing the session", signum)
+        stop_event.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+
+    ctx = zmq.Context()
+    sub = make_sub(ctx, endpoints, topics=(b"frame/", b"pose2d/", b"pose3d", b"event/", b"stats/"), rcvhwm=rig.recorder.rcvhwm)
+    pub = None
+    if not args.no_publish:
+        try:
+            pub = make_pub(ctx, Endpoints(rig).bind("recorder"))
+        except OSError as e:
+            log.warning("%s; recorder stats will not be published", e)
+    counters = ReceiveCounters()
+    poller = zmq.Poller()
+    poller.register(sub, zmq.POLLIN)
+    log.info("recording %d camera(s) to %s from %s (codec %s, flush every %.2f s, %.1f GB free)",
+             len(rig.cameras), out, endpoints, codec.name, rig.recorder.flush_interval_s, free / GB)
+    t_end = now_ns() + int(args.duration_s * 1e9) if args.duration_s else None
+    last_disk_ns = last_stats_ns = now_ns()
+    video_stopped = False
+    rc = 0
+    try:
+        while not stop_event.is_set():
+            if t_end is not None and now_ns() >= t_end:
+                break
+            if poller.poll(50):
+                for _ in range(500):  # bounded so flushing and disk checks still run under load
+                    packet = recv_packet(sub, counters, zmq.NOBLOCK)
+                    if packet is None:
+                        if not sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                            break
+                        continue
+                    if video_stopped and isinstance(packet, FramePacket):
+                        lost = session.counters.get(packet.camera)
+                        if lost is not None:
+                            lost.dropped_queue_full += 1  # counted with the disk's losses
+                        continue
+                    session.write(packet, now_ns())
+            session.malformed = counters.malformed
+            session.maybe_sync()
+            t = now_ns()
+            if t - last_disk_ns > 2e9:
+                last_disk_ns = t
+                free, warning, stop = disk.check()
+                if warning:
+                    (log.error if stop else log.warning)("%s", warning)
+                    session.warnings.append(warning)
+                if stop and not video_stopped:
+                    video_stopped = True  # poses and events are small; keep them
+            errors = session.writer_errors()
+            if errors:
+                log.error("video writer failed: %s", errors)
+                rc = 1
+                break
+            if pub is not None and t - last_stats_ns > 1e9:
+                last_stats_ns = t
+                s = session.summary()
+                send_packet(pub, StatsPacket("recorder", t, {
+                    "frames_written": {c: v["written"] for c, v in s["cameras"].items()},
+                    "frames_lost_total": s["frames_lost_total"],
+                    "queue_depth": {c: v["queue_depth"] for c, v in s["cameras"].items()},
+                    "free_gb": free / GB}), block=False)
+    finally:
+        summary = session.close()
+        sub.close(0)
+        if pub is not None:
+            pub.close(0)
+        ctx.term()
+    lost = summary["frames_lost_total"]
+    for cam, c in summary["cameras"].items():
+        log.info("camera %s: %d frames written in %d segments, %d missing upstream, %d dropped (disk too slow)",
+                 cam, c["written"], c["segments"], c["missing_upstream"], c["dropped_queue_full"])
+    if lost:
+        log.error("%d frame(s) were lost in this session; see %s/session.json counts", lost, out)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
