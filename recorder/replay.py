@@ -70,8 +70,11 @@ def first_capture_ns(session: Session, cameras: Sequence[str]) -> int:
 
 
 def replay(session: Session, rig: RigConfig, cameras: Sequence[str], speed: float | None,
-           wait_s: float = 1.0, ctx: zmq.Context | None = None, sndhwm: int = 100_000) -> tuple[ReplayMapping, dict[str, int]]:
-    """Publish the session's frames. `speed` None = as fast as possible. Returns mapping and counts."""
+           wait_s: float = 1.0, ctx: zmq.Context | None = None, sndhwm: int = 120) -> tuple[ReplayMapping, dict[str, int]]:
+    """Publish the session's frames. `speed` None = as fast as possible. Returns mapping and counts.
+
+    `sndhwm` bounds what a stalled subscriber (a frozen viewer) can pin in memory: 120 frames per camera.
+    """
     own_ctx = ctx is None
     ctx = ctx or zmq.Context()
     ep = Endpoints(rig)
