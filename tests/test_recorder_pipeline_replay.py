@@ -85,6 +85,7 @@ def test_replay_reproduces_live_3d(tmp_path):
     data["network"]["base_port"] = free_base_port()
     data["inference"]["model"] = str(MODEL)
     data["calibration"]["file"] = str(calib)
+    data["recorder"]["codec"] = "ffv1"  # lossless: replayed frames are the live frames, bit for bit
     for cam in data["cameras"]:
         cam["fps"] = FPS  # low enough that a loaded 2-core CI box infers every moment
     cfg = tmp_path / "rig.toml"

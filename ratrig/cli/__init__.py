@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("ratrig.cli.synth", "write synthetic data: `synth session OUT` or `synth calibration OUT`"),
     "board": ("calibration.cli_board", "draw a printable calibration board (PDF/PNG) and its board.toml"),
     "calibrate": ("calibration.cli_calibrate", "calibrate the cameras from board videos or image folders"),
+    "set-floor": ("calibration.cli_set_floor", "put the world origin and axes on a board lying on the floor"),
     "view": ("viewer.app", "open the live viewer on a running session or a recorded one"),
     "replay": ("recorder.replay", "stream a recorded session through the live pipeline"),
     "reprocess": ("recorder.reprocess", "rerun 2D inference and offline 3D on a recorded session"),
