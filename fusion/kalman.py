@@ -4,16 +4,27 @@ Model, per keypoint and per axis (x, y and z are filtered independently, which k
 closed-form 2x2 algebra that numba compiles in about a second): state (position mm, velocity mm/s),
 piecewise-constant white acceleration with standard deviation `accel_noise_mm_s2`.
 
-Measurement noise follows the triangulation's quality: with reprojection error e (px) and score s
-(the smallest 2D likelihood of the views used),
+Measurement noise follows the triangulation's quality: with reprojection error e (px), score s
+(the smallest 2D likelihood of the views used) and n views,
 
-    R = (measurement_sigma_mm**2 + (mm_per_px * e)**2) / max(s, min_score)   [mm^2]
+    R = (measurement_sigma_mm**2 + (mm_per_px * e)**2) / max(s, min_score) * f(n)   [mm^2]
 
-so a keypoint seen with a large reprojection error or a low likelihood moves the estimate less.
+with f(2) = `two_view_noise_factor`, f(n >= 3) = 1: a keypoint seen with a large reprojection error,
+a low likelihood or by only two views (no redundancy, so a left/right swap or a wrong detection in
+one of them still gives a small reprojection error) moves the estimate less.
 
 Gating: a measurement whose Mahalanobis distance to the prediction (3 degrees of freedom) exceeds
-`gate_sigma` is rejected and the keypoint coasts; after `reinit_after_rejections` rejections in a
-row the track restarts at the measurement (the animal really moved, or the track was wrong).
+`gate_sigma` is rejected and the keypoint coasts. Rejected measurements that agree with each other
+(each within `gate_sigma` of the previous one, allowing `max_speed_mm_s` of motion between them)
+count up; after `reinit_after_rejections` of them in a row the track restarts at the latest (the
+animal really moved, or the track was wrong), so the gate never locks a keypoint out for good. A
+rejected measurement that disagrees with the previous one starts the count again at 1.
+
+Velocity: the speed is clamped to `max_speed_mm_s` after every update. Without the clamp, one
+accepted wrong measurement after a gap (innovation y over dt gives a velocity gain of about 2/dt at
+low frame rates) produced speeds of metres per second, and the coasting prediction that followed
+ran hundreds of millimetres away from every measurement (which the gate then rejected) until
+`max_coast_s` ran out.
 
 Coasting: without an accepted measurement the state is predicted forward and its variance grows;
 after `max_coast_s` without one the keypoint is reported as NaN until the next measurement.
@@ -50,8 +61,13 @@ class KalmanOptions:
         min_score: lower bound of the score in the noise formula (keeps R finite).
         initial_speed_sigma_mm_s: velocity uncertainty when a track starts, mm/s.
         gate_sigma: Mahalanobis gate; inf switches gating off.
-        reinit_after_rejections: consecutive gated measurements that restart the track.
+        reinit_after_rejections: consecutive mutually consistent gated measurements that restart
+            the track.
         max_coast_s: seconds without an accepted measurement before the keypoint is given up (NaN).
+        max_speed_mm_s: the velocity estimate is clamped to this speed (a rat's paw in swing moves
+            at about 1 m/s); inf switches the clamp off.
+        two_view_noise_factor: measurement noise multiplier for keypoints triangulated from two
+            views only (>= 1).
     """
 
     accel_noise_mm_s2: float = 3000.0
@@ -60,16 +76,22 @@ class KalmanOptions:
     min_score: float = 0.05
     initial_speed_sigma_mm_s: float = 300.0
     gate_sigma: float = 5.0
-    reinit_after_rejections: int = 5
+    reinit_after_rejections: int = 3
     max_coast_s: float = 0.25
+    max_speed_mm_s: float = 2500.0
+    two_view_noise_factor: float = 4.0
 
     def __post_init__(self) -> None:
         for name in ("accel_noise_mm_s2", "measurement_sigma_mm", "min_score", "initial_speed_sigma_mm_s",
-                     "gate_sigma", "max_coast_s"):
+                     "gate_sigma", "max_coast_s", "max_speed_mm_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"KalmanOptions.{name}: expected a number > 0, got {getattr(self, name)!r}")
         if self.mm_per_px < 0:
             raise ValueError(f"KalmanOptions.mm_per_px: expected >= 0, got {self.mm_per_px!r}")
+        if not self.two_view_noise_factor >= 1:
+            raise ValueError(
+                f"KalmanOptions.two_view_noise_factor: expected >= 1, got {self.two_view_noise_factor!r}"
+            )
         if self.reinit_after_rejections < 1:
             raise ValueError(
                 f"KalmanOptions.reinit_after_rejections: expected >= 1, got {self.reinit_after_rejections!r}"
@@ -97,14 +119,15 @@ class KalmanOutput:
 
 @njit(cache=True, error_model="numpy")
 def kalman_step_kernel(
-    pos, vel, cov, active, last_update_s, rejections, t_s, dt, z, err_px, score,
+    pos, vel, cov, active, last_update_s, rejections, cand, cand_t_s, t_s, dt, z, err_px, score, n_views,
     accel_var, meas_var0, mm_per_px, min_score, init_vel_var, gate2, reinit_after, max_coast_s,
-    lead_s, out_filtered, out_predicted, out_var, out_vel, out_status,
+    max_speed, two_view_factor, lead_s, out_filtered, out_predicted, out_var, out_vel, out_status,
 ):  # pragma: no cover - compiled
     """Advance every keypoint by dt seconds and fuse z. State arrays are updated in place.
 
     pos, vel (K, 3); cov (K, 3, 3) holding (P_pp, P_pv, P_vv) per axis; active (K,) bool;
-    last_update_s (K,); rejections (K,) int64; z (K, 3) mm (NaN = no measurement); err_px, score (K,).
+    last_update_s (K,); rejections (K,) int64; cand (K, 3) and cand_t_s (K,): the last gated
+    measurement and its time; z (K, 3) mm (NaN = no measurement); err_px, score (K,); n_views (K,) int.
     """
     n_kp = pos.shape[0]
     # piecewise-constant white acceleration over dt
@@ -122,6 +145,8 @@ def kalman_step_kernel(
         if not math.isfinite(e):
             e = 0.0
         r = (meas_var0 + (mm_per_px * e) ** 2) / s
+        if n_views[k] == 2:
+            r *= two_view_factor
         status = NO_TRACK
         if active[k]:
             for a in range(3):
@@ -151,12 +176,29 @@ def kalman_step_kernel(
                         cov[k, a, 0] = (1.0 - k0) * p_pp
                         cov[k, a, 1] = (1.0 - k0) * p_pv
                         cov[k, a, 2] = cov[k, a, 2] - k1 * p_pv
+                    speed = math.sqrt(vel[k, 0] ** 2 + vel[k, 1] ** 2 + vel[k, 2] ** 2)
+                    if speed > max_speed:
+                        for a in range(3):
+                            vel[k, a] *= max_speed / speed
                     last_update_s[k] = t_s
                     rejections[k] = 0
                     status = UPDATED
                 else:
-                    rejections[k] += 1
                     status = GATED
+                    # does it agree with the previous rejected measurement? (a fresh track from
+                    # there, zero velocity with the start-up uncertainty, would have accepted it)
+                    consistent = False
+                    if rejections[k] > 0:
+                        dtc = t_s - cand_t_s[k]
+                        var = 2.0 * r + dtc * dtc * init_vel_var + accel_var * dtc * dtc * dtc * dtc / 4.0
+                        d2c = 0.0
+                        for a in range(3):
+                            d2c += (z[k, a] - cand[k, a]) ** 2 / var
+                        consistent = d2c <= gate2
+                    rejections[k] = rejections[k] + 1 if consistent else 1
+                    for a in range(3):
+                        cand[k, a] = z[k, a]
+                    cand_t_s[k] = t_s
                     if rejections[k] >= reinit_after:
                         active[k] = False  # restart below at this measurement
             if active[k] and status != UPDATED and t_s - last_update_s[k] > max_coast_s:
@@ -207,6 +249,8 @@ class KalmanFilter3D:
         self._active = np.zeros(n_keypoints, np.bool_)
         self._last_update_s = np.zeros(n_keypoints)
         self._rejections = np.zeros(n_keypoints, np.int64)
+        self._cand = np.zeros((n_keypoints, 3))
+        self._cand_t_s = np.zeros(n_keypoints)
         self._t0_ns: int | None = None
         self._last_t_ns: int | None = None
         #: measurements rejected by the gate since construction, per keypoint
@@ -226,8 +270,12 @@ class KalmanFilter3D:
         reprojection_error_px: np.ndarray | None = None,
         score: np.ndarray | None = None,
         predict_ahead_s: float = 0.0,
+        n_views: np.ndarray | None = None,
     ) -> KalmanOutput:
         """Fuse one frame set: (K, 3) raw points (NaN = not triangulated) at capture time t_ns.
+
+        `reprojection_error_px`, `score` and `n_views` ((K,) each; None: 0 px, 1, 3 views) set the
+        measurement noise, see the module docstring.
 
         Frame sets must come in capture-time order; an older or equal time is filtered with dt = 0.
         """
@@ -237,8 +285,11 @@ class KalmanFilter3D:
             raise ValueError(f"measurement_mm: expected shape ({k}, 3), got {z.shape}")
         err = np.zeros(k) if reprojection_error_px is None else np.ascontiguousarray(reprojection_error_px, np.float64)
         sc = np.ones(k) if score is None else np.ascontiguousarray(score, np.float64)
-        if err.shape != (k,) or sc.shape != (k,):
-            raise ValueError(f"reprojection_error_px and score: expected shape ({k},), got {err.shape}, {sc.shape}")
+        nv = np.full(k, 3, np.int64) if n_views is None else np.ascontiguousarray(n_views, np.int64)
+        if err.shape != (k,) or sc.shape != (k,) or nv.shape != (k,):
+            raise ValueError(
+                f"reprojection_error_px, score and n_views: expected shape ({k},), got {err.shape}, {sc.shape}, {nv.shape}"
+            )
         if self._t0_ns is None:
             self._t0_ns = int(t_ns)
         dt = 0.0 if self._last_t_ns is None else max(0.0, (int(t_ns) - self._last_t_ns) * 1e-9)
@@ -253,9 +304,10 @@ class KalmanFilter3D:
         status = np.empty(k, np.int8)
         kalman_step_kernel(
             self._pos, self._vel, self._cov, self._active, self._last_update_s, self._rejections,
-            t_s, dt, z, err, sc,
+            self._cand, self._cand_t_s, t_s, dt, z, err, sc, nv,
             o.accel_noise_mm_s2 ** 2, o.measurement_sigma_mm ** 2, o.mm_per_px, o.min_score,
             o.initial_speed_sigma_mm_s ** 2, o.gate_sigma ** 2, o.reinit_after_rejections, o.max_coast_s,
+            o.max_speed_mm_s, o.two_view_noise_factor,
             float(predict_ahead_s), filtered, predicted, var, vel, status,
         )
         self.gated_total += status == GATED

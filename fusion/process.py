@@ -155,7 +155,7 @@ class FusionPipeline:
         tri = triangulate(self.rig, pts, like, self.options.triangulation)
         t_tri = now_ns()
         ahead_s = self.predict_ahead_s()
-        kf = self.kalman.step(fs.capture_ns, tri.points_mm, tri.reprojection_error_px, tri.score, ahead_s)
+        kf = self.kalman.step(fs.capture_ns, tri.points_mm, tri.reprojection_error_px, tri.score, ahead_s, tri.n_cameras)
         t_filt = now_ns()
         stamps: dict[str, int] = {}
         for view in fs.views.values():
