@@ -1,8 +1,22 @@
-"""Per-keypoint 3D Kalman filter: constant velocity, gating, coasting, forward prediction.
+"""Per-keypoint 3D Kalman filter: decaying velocity, gating with restart, coasting, forward prediction.
 
 Model, per keypoint and per axis (x, y and z are filtered independently, which keeps every step
-closed-form 2x2 algebra that numba compiles in about a second): state (position mm, velocity mm/s),
-piecewise-constant white acceleration with standard deviation `accel_noise_mm_s2`.
+closed-form 2x2 algebra that numba compiles in about a second): state (position mm, velocity mm/s).
+The velocity is an Ornstein-Uhlenbeck process with time constant tau = `velocity_time_constant_s`,
+
+    x' = v,   v' = -v / tau + w,   w white with density accel_noise_mm_s2**2 * tau
+
+(stationary speed spread accel * tau / sqrt(2) per axis: 700 mm/s for 1e4 mm/s^2 and 100 ms),
+discretised exactly over each frame-set interval dt. With tau = inf it is the constant-velocity
+model with piecewise-constant white acceleration of standard deviation `accel_noise_mm_s2`.
+
+Why not constant velocity: a landing paw decelerates at ~1e4 mm/s^2, and with that much process
+noise at 5-15 frame sets per second the constant-velocity filter's gains tend to alpha = 1,
+beta = 2 -- the edge of stability: every measurement error e turns into a velocity of about 2e/dt
+of alternating sign (seen as +-1.3 m/s on a planted paw), and any prediction (coasting, the gate,
+forward prediction) extrapolates that. With the velocity decaying over tau the velocity estimate
+only carries what recent measurements support, and for dt >> tau the filter degrades gracefully
+towards a position random walk instead of a noisy differentiator.
 
 Measurement noise follows the triangulation's quality: with reprojection error e (px), score s
 (the smallest 2D likelihood of the views used) and n views,
@@ -15,8 +29,8 @@ one of them still gives a small reprojection error) moves the estimate less.
 
 Gating: a measurement whose Mahalanobis distance to the prediction (3 degrees of freedom) exceeds
 `gate_sigma` is rejected and the keypoint coasts. Rejected measurements that agree with each other
-(each within `gate_sigma` of the previous one, allowing `max_speed_mm_s` of motion between them)
-count up; after `reinit_after_rejections` of them in a row the track restarts at the latest (the
+(each within `gate_sigma` of the previous one as a track freshly started there -- zero velocity,
+`initial_speed_sigma_mm_s` -- would see it) count up; after `reinit_after_rejections` of them in a row the track restarts at the latest (the
 animal really moved, or the track was wrong), so the gate never locks a keypoint out for good. A
 rejected measurement that disagrees with the previous one starts the count again at 1.
 
@@ -26,11 +40,14 @@ low frame rates) produced speeds of metres per second, and the coasting predicti
 ran hundreds of millimetres away from every measurement (which the gate then rejected) until
 `max_coast_s` ran out.
 
-Coasting: without an accepted measurement the state is predicted forward and its variance grows;
-after `max_coast_s` without one the keypoint is reported as NaN until the next measurement.
+Coasting: without an accepted measurement the state is predicted forward and its variance grows
+(with the velocity decaying over tau, the drift of a coasted keypoint is at most speed x tau).
+After `max_coast_s` without an accepted measurement the keypoint is reported as NaN until the
+next measurement.
 
 Forward prediction: `step(..., predict_ahead_s=L)` also returns the state extrapolated L seconds
-ahead (position + velocity * L), the 3D analogue of DLC-Live's forward predictor: with L set to the
+ahead with the same motion model (position + velocity * tau * (1 - exp(-L / tau)); velocity * L
+for tau = inf), the 3D analogue of DLC-Live's forward predictor: with L set to the
 pipeline's latency it estimates where the keypoint is *now* rather than at capture time.
 """
 from __future__ import annotations
@@ -55,9 +72,10 @@ class KalmanOptions:
 
     Attributes:
         accel_noise_mm_s2: standard deviation of the white acceleration (process noise), mm/s^2.
-        measurement_sigma_mm: measurement noise floor, mm.
-        mm_per_px: converts reprojection error (px) into measurement noise (mm); roughly the size of
-            one pixel at the working distance.
+        measurement_sigma_mm: measurement noise floor, mm (a 2D model with 2-3 px median error
+            triangulates to 3-4 mm median on a 4-camera rig at ~0.8 m).
+        mm_per_px: converts reprojection error (px) into measurement noise (mm); about the size of
+            one pixel at the working distance (1.3 mm for 600 px focal length at 0.77 m).
         min_score: lower bound of the score in the noise formula (keeps R finite).
         initial_speed_sigma_mm_s: velocity uncertainty when a track starts, mm/s.
         gate_sigma: Mahalanobis gate; inf switches gating off.
@@ -68,22 +86,26 @@ class KalmanOptions:
             at about 1 m/s); inf switches the clamp off.
         two_view_noise_factor: measurement noise multiplier for keypoints triangulated from two
             views only (>= 1).
+        velocity_time_constant_s: tau of the Ornstein-Uhlenbeck velocity (see the module
+            docstring); inf gives the constant-velocity model.
     """
 
-    accel_noise_mm_s2: float = 3000.0
-    measurement_sigma_mm: float = 1.0
-    mm_per_px: float = 0.5
+    accel_noise_mm_s2: float = 10000.0
+    measurement_sigma_mm: float = 3.0
+    mm_per_px: float = 1.5
     min_score: float = 0.05
     initial_speed_sigma_mm_s: float = 300.0
     gate_sigma: float = 5.0
     reinit_after_rejections: int = 3
     max_coast_s: float = 0.25
-    max_speed_mm_s: float = 2500.0
-    two_view_noise_factor: float = 4.0
+    max_speed_mm_s: float = 2000.0
+    two_view_noise_factor: float = 8.0
+    velocity_time_constant_s: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("accel_noise_mm_s2", "measurement_sigma_mm", "min_score", "initial_speed_sigma_mm_s",
-                     "gate_sigma", "max_coast_s", "max_speed_mm_s"):
+                     "gate_sigma", "max_coast_s", "max_speed_mm_s",
+                     "velocity_time_constant_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"KalmanOptions.{name}: expected a number > 0, got {getattr(self, name)!r}")
         if self.mm_per_px < 0:
@@ -121,7 +143,7 @@ class KalmanOutput:
 def kalman_step_kernel(
     pos, vel, cov, active, last_update_s, rejections, cand, cand_t_s, t_s, dt, z, err_px, score, n_views,
     accel_var, meas_var0, mm_per_px, min_score, init_vel_var, gate2, reinit_after, max_coast_s,
-    max_speed, two_view_factor, lead_s, out_filtered, out_predicted, out_var, out_vel, out_status,
+    max_speed, two_view_factor, tau, lead_s, out_filtered, out_predicted, out_var, out_vel, out_status,
 ):  # pragma: no cover - compiled
     """Advance every keypoint by dt seconds and fuse z. State arrays are updated in place.
 
@@ -130,10 +152,26 @@ def kalman_step_kernel(
     measurement and its time; z (K, 3) mm (NaN = no measurement); err_px, score (K,); n_views (K,) int.
     """
     n_kp = pos.shape[0]
-    # piecewise-constant white acceleration over dt
-    q_pp = accel_var * dt * dt * dt * dt / 4.0
-    q_pv = accel_var * dt * dt * dt / 2.0
-    q_vv = accel_var * dt * dt
+    # forward prediction over lead_s follows the same motion model
+    lead_f = tau * (1.0 - math.exp(-lead_s / tau)) if math.isfinite(tau) else lead_s
+    if math.isfinite(tau):
+        # Ornstein-Uhlenbeck velocity, x' = v, v' = -v / tau + w, white w of density accel_var * tau
+        # (stationary speed sigma accel * tau / sqrt(2)): exact discretisation over dt
+        dec = math.exp(-dt / tau)
+        f_pv = tau * (1.0 - dec)
+        sv2 = accel_var * tau * tau / 2.0
+        q_vv = sv2 * (1.0 - dec * dec)
+        q_pv = sv2 * tau * (1.0 - dec) ** 2
+        q_pp = 2.0 * sv2 * tau * (dt - 2.0 * tau * (1.0 - dec) + tau * (1.0 - dec * dec) / 2.0)
+        if q_pp < 0.0:  # rounding for dt << tau
+            q_pp = 0.0
+    else:
+        # constant velocity, piecewise-constant white acceleration over dt
+        dec = 1.0
+        f_pv = dt
+        q_pp = accel_var * dt * dt * dt * dt / 4.0
+        q_pv = accel_var * dt * dt * dt / 2.0
+        q_vv = accel_var * dt * dt
     for k in range(n_kp):
         has_z = math.isfinite(z[k, 0]) and math.isfinite(z[k, 1]) and math.isfinite(z[k, 2])
         s = score[k]
@@ -153,10 +191,11 @@ def kalman_step_kernel(
                 p_pp = cov[k, a, 0]
                 p_pv = cov[k, a, 1]
                 p_vv = cov[k, a, 2]
-                pos[k, a] += vel[k, a] * dt
-                cov[k, a, 0] = p_pp + dt * (2.0 * p_pv + dt * p_vv) + q_pp
-                cov[k, a, 1] = p_pv + dt * p_vv + q_pv
-                cov[k, a, 2] = p_vv + q_vv
+                pos[k, a] += vel[k, a] * f_pv
+                vel[k, a] *= dec
+                cov[k, a, 0] = p_pp + f_pv * (2.0 * p_pv + f_pv * p_vv) + q_pp
+                cov[k, a, 1] = dec * (p_pv + f_pv * p_vv) + q_pv
+                cov[k, a, 2] = dec * dec * p_vv + q_vv
             status = COASTING
             if has_z:
                 d2 = 0.0
@@ -219,7 +258,7 @@ def kalman_step_kernel(
         if active[k]:
             for a in range(3):
                 out_filtered[k, a] = pos[k, a]
-                out_predicted[k, a] = pos[k, a] + vel[k, a] * lead_s
+                out_predicted[k, a] = pos[k, a] + vel[k, a] * lead_f
                 out_var[k, a] = cov[k, a, 0]
                 out_vel[k, a] = vel[k, a]
         else:
@@ -262,6 +301,34 @@ class KalmanFilter3D:
         self._rejections[:] = 0
         self._last_t_ns = None
         self._t0_ns = None
+
+    def predict_position(self, t_ns: int, max_sigma_mm: float = math.inf) -> np.ndarray:
+        """(K, 3) positions the filter expects at t_ns, mm; the state is unchanged.
+
+        NaN where there is no track, or where the prediction's standard deviation (largest axis)
+        exceeds `max_sigma_mm`. The prior for `triangulate(..., prior_mm=...)`: it picks, among
+        equally good camera subsets, the one that continues the track (a left/right swap in two of
+        four views fits as well as the true pair) -- but only a confident prediction should decide.
+        """
+        out = np.full((self.n_keypoints, 3), np.nan)
+        if self._last_t_ns is None:
+            return out
+        dt = max(0.0, (int(t_ns) - self._last_t_ns) * 1e-9)
+        o = self.options
+        tau = o.velocity_time_constant_s
+        accel_var = o.accel_noise_mm_s2 ** 2
+        if math.isfinite(tau):
+            dec = math.exp(-dt / tau)
+            f_pv = tau * (1.0 - dec)
+            q_pp = max(0.0, accel_var * tau ** 3 * (dt - 2.0 * tau * (1.0 - dec) + tau * (1.0 - dec * dec) / 2.0))
+        else:
+            f_pv = dt
+            q_pp = accel_var * dt ** 4 / 4.0
+        p = self._cov
+        var = p[:, :, 0] + f_pv * (2.0 * p[:, :, 1] + f_pv * p[:, :, 2]) + q_pp
+        ok = self._active & (var.max(axis=1) <= max_sigma_mm ** 2)
+        out[ok] = self._pos[ok] + self._vel[ok] * f_pv
+        return out
 
     def step(
         self,
@@ -307,7 +374,7 @@ class KalmanFilter3D:
             self._cand, self._cand_t_s, t_s, dt, z, err, sc, nv,
             o.accel_noise_mm_s2 ** 2, o.measurement_sigma_mm ** 2, o.mm_per_px, o.min_score,
             o.initial_speed_sigma_mm_s ** 2, o.gate_sigma ** 2, o.reinit_after_rejections, o.max_coast_s,
-            o.max_speed_mm_s, o.two_view_noise_factor,
+            o.max_speed_mm_s, o.two_view_noise_factor, o.velocity_time_constant_s,
             float(predict_ahead_s), filtered, predicted, var, vel, status,
         )
         self.gated_total += status == GATED

@@ -152,10 +152,20 @@ class FusionPipeline:
     def _fuse(self, fs: FrameSet) -> Pose3DPacket:
         t_start = now_ns()
         pts, like = self.frame_set_arrays(fs)
+        # raw_mm is a function of this frame set alone (replay reproduces it whichever moments the
+        # live run skipped); the filter's measurement may differ where the outlier rejection had two
+        # equally good camera subsets (a left/right swap): there the one continuing the track wins
         tri = triangulate(self.rig, pts, like, self.options.triangulation)
+        meas = tri
+        # a prediction vaguer than the separation that counts as a swap cannot tell the two apart
+        prior = self.kalman.predict_position(fs.capture_ns, self.options.triangulation.prior_ambiguity_mm)
+        if np.isfinite(prior[:, 0]).any():
+            meas = triangulate(self.rig, pts, like, self.options.triangulation, prior)
         t_tri = now_ns()
         ahead_s = self.predict_ahead_s()
-        kf = self.kalman.step(fs.capture_ns, tri.points_mm, tri.reprojection_error_px, tri.score, ahead_s, tri.n_cameras)
+        kf = self.kalman.step(
+            fs.capture_ns, meas.points_mm, meas.reprojection_error_px, meas.score, ahead_s, meas.n_cameras
+        )
         t_filt = now_ns()
         stamps: dict[str, int] = {}
         for view in fs.views.values():
@@ -248,7 +258,10 @@ def options_from_config(
         estimate_offsets=estimate_clock_offsets,
     )
     tri = TriangulationOptions(min_likelihood=f.min_likelihood, outlier_threshold_px=f.outlier_threshold_px)
-    kal = KalmanOptions(accel_noise_mm_s2=f.process_noise, gate_sigma=f.gate_sigma, max_coast_s=f.max_coast_ms * 1e-3)
+    kal = KalmanOptions(
+        accel_noise_mm_s2=f.process_noise, gate_sigma=f.gate_sigma, max_coast_s=f.max_coast_ms * 1e-3,
+        velocity_time_constant_s=f.velocity_time_constant_ms * 1e-3,
+    )
     ahead = f.predict_ahead_ms if predict_ahead_ms is None else predict_ahead_ms
     return FusionOptions(sync=sync, triangulation=tri, kalman=kal, predict_ahead_ms=ahead)
 

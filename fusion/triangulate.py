@@ -88,9 +88,17 @@ class TriangulationOptions:
         min_likelihood: views whose 2D likelihood is below this are not used (Anipose's
             score_threshold).
         weighted: scale each view's DLT rows by its likelihood; False gives the plain DLT.
-        outlier_threshold_px: with 3 or more views, while the worst view's reprojection error is
-            above this, the leave-one-out camera subset with the lowest mean error replaces the
-            current one (down to 2 views). ``inf`` switches rejection off.
+        outlier_threshold_px: with 3 or more views whose worst reprojection error is above this,
+            the views are replaced by a subset (of at least 2): with at most `exhaustive_max_views`
+            views, the largest subset whose every view is within this threshold (lowest mean error
+            among equals; if none is, the one with the smallest worst-view error); with more views,
+            greedily the leave-one-out subset with the lowest mean error while the worst view is
+            above the threshold. ``inf`` switches rejection off.
+        exhaustive_max_views: the exhaustive subset search is used up to this many usable views
+            (2^n - n - 1 subsets: 11 for 4 views, 57 for 6); 0 always uses the greedy search.
+        prior_ambiguity_mm: with a prior (see `triangulate`), when the best-fitting subset and the
+            equally large passing subset nearest the prior give points further apart than this,
+            the latter wins (a left/right swap in two of four views: both pairs fit).
         max_reprojection_error_px: a keypoint whose final mean reprojection error exceeds this is
             reported as NaN (``inf``: never).
         undistort_max_iter: fixed-point iterations of the undistortion at most.
@@ -102,6 +110,8 @@ class TriangulationOptions:
     weighted: bool = True
     outlier_threshold_px: float = 15.0
     max_reprojection_error_px: float = math.inf
+    exhaustive_max_views: int = 6
+    prior_ambiguity_mm: float = 30.0
     undistort_max_iter: int = UNDISTORT_MAX_ITER
     undistort_tol: float = UNDISTORT_TOL
 
@@ -292,6 +302,16 @@ def _view_errors(kmat, dist, ext, points_px, n, X, use, err):  # pragma: no cove
 
 
 @njit(cache=True, error_model="numpy")
+def _worst(err, use):  # pragma: no cover - compiled
+    """Largest err[c] over the views with use[c] (0 if none)."""
+    worst = 0.0
+    for c in range(err.shape[0]):
+        if use[c] and err[c] > worst:
+            worst = err[c]
+    return worst
+
+
+@njit(cache=True, error_model="numpy")
 def undistort_kernel(kinv, dist, points_px, max_iter, tol, out):  # pragma: no cover - compiled
     """(C, N, 2) px -> out (C, N, 2) normalised coordinates; NaN stays NaN."""
     for c in range(points_px.shape[0]):
@@ -310,7 +330,7 @@ def undistort_kernel(kinv, dist, points_px, max_iter, tol, out):  # pragma: no c
 @njit(cache=True, error_model="numpy")
 def triangulate_kernel(
     kmat, kinv, dist, ext, points_px, likelihood, min_likelihood, weighted, outlier_px, max_error_px,
-    max_iter, tol, out_xyz, out_err, out_ncams, out_score, out_used,
+    exhaustive_max, prior, prior_ambiguity_mm, max_iter, tol, out_xyz, out_err, out_ncams, out_score, out_used,
 ):  # pragma: no cover - compiled
     """The batched kernel behind `triangulate`; see there. Writes into the out_* arrays."""
     n_cams = points_px.shape[0]
@@ -320,6 +340,9 @@ def triangulate_kernel(
     use = np.zeros(n_cams, np.bool_)
     trial = np.zeros(n_cams, np.bool_)
     best_use = np.zeros(n_cams, np.bool_)
+    prior_use = np.zeros(n_cams, np.bool_)
+    prior_X = np.empty(3)
+    slot = np.empty(n_cams, np.int64)
     err = np.empty(n_cams)
     A = np.empty((2 * n_cams, 4))
     V = np.empty((4, 4))
@@ -350,12 +373,94 @@ def triangulate_kernel(
         if m < 2 or not _dlt(rays, ext, weight, use, A, V, X):
             continue
         mean_err = _view_errors(kmat, dist, ext, points_px, n, X, use, err)
-        # RANSAC-style rejection over camera subsets: drop the view whose removal fits best
-        while m >= 3:
-            worst = 0.0
+        if m >= 3 and m <= exhaustive_max and _worst(err, use) > outlier_px:
+            # exhaustive search over the camera subsets of the usable views (11 for 4 views): the
+            # largest subset whose every view reprojects within outlier_px, among equals the lowest
+            # mean error -- unless the equal subset nearest the prior (the tracker's prediction) is a
+            # different point (> prior_ambiguity_mm away), then that one; if no subset passes, the
+            # one with the smallest worst-view error. Greedy
+            # leave-one-out cannot separate two bad views (e.g. two cameras guessing an occluded paw),
+            # and with a left/right swap in two of four views both pairs fit equally well: only the
+            # prior can tell the paw from its twin.
+            has_prior = math.isfinite(prior[n, 0]) and math.isfinite(prior[n, 1]) and math.isfinite(prior[n, 2])
+            best_dist = math.inf
+            prior_found = False
+            prior_size = 0
+            n_sub = 0
             for c in range(n_cams):
-                if use[c] and err[c] > worst:
-                    worst = err[c]
+                if use[c]:
+                    slot[n_sub] = c
+                    n_sub += 1
+            best_pass = False
+            best_size = 0
+            best_err = math.inf
+            best_worst = math.inf
+            for mask in range(1, 1 << n_sub):
+                size = 0
+                for b in range(n_sub):
+                    if (mask >> b) & 1:
+                        size += 1
+                if size < 2:
+                    continue
+                for c in range(n_cams):
+                    trial[c] = False
+                for b in range(n_sub):
+                    if (mask >> b) & 1:
+                        trial[slot[b]] = True
+                if size == m:
+                    for k in range(3):
+                        Xt[k] = X[k]
+                elif not _dlt(rays, ext, weight, trial, A, V, Xt):
+                    continue
+                e = _view_errors(kmat, dist, ext, points_px, n, Xt, trial, err)
+                w = _worst(err, trial)
+                passed = w <= outlier_px
+                if passed:
+                    better = (not best_pass) or size > best_size or (size == best_size and e < best_err)
+                    if has_prior and (size > prior_size or not prior_found):
+                        prior_found = False  # a larger passing subset supersedes the smaller ones
+                        prior_size = size
+                        best_dist = math.inf
+                    if has_prior and size == prior_size:
+                        d = math.sqrt((Xt[0] - prior[n, 0]) ** 2 + (Xt[1] - prior[n, 1]) ** 2
+                                      + (Xt[2] - prior[n, 2]) ** 2)
+                        if d < best_dist:
+                            best_dist = d
+                            prior_found = True
+                            for c in range(n_cams):
+                                prior_use[c] = trial[c]
+                            for k in range(3):
+                                prior_X[k] = Xt[k]
+                else:
+                    better = (not best_pass) and w < best_worst
+                if better:
+                    best_pass = passed
+                    best_size = size
+                    best_err = e
+                    best_worst = w
+                    for c in range(n_cams):
+                        best_use[c] = trial[c]
+                    for k in range(3):
+                        best_X[k] = Xt[k]
+            if best_pass and prior_found and prior_size == best_size:
+                # two different points fit equally well (a swap): take the one continuing the track
+                sep = math.sqrt((prior_X[0] - best_X[0]) ** 2 + (prior_X[1] - best_X[1]) ** 2
+                                + (prior_X[2] - best_X[2]) ** 2)
+                if sep > prior_ambiguity_mm:
+                    for c in range(n_cams):
+                        best_use[c] = prior_use[c]
+                    for k in range(3):
+                        best_X[k] = prior_X[k]
+            for c in range(n_cams):
+                use[c] = best_use[c]
+            for k in range(3):
+                X[k] = best_X[k]
+            m = best_size
+            mean_err = _view_errors(kmat, dist, ext, points_px, n, X, use, err)
+        # greedy rejection for rigs with more views than the exhaustive search takes: drop the view
+        # whose removal fits best, while the worst view is above the threshold
+        while m >= 3:
+            worst = _worst(err, use)
             if not worst > outlier_px:
                 break
             best_err = math.inf
@@ -430,6 +535,7 @@ def triangulate(
     points_px: np.ndarray,
     likelihood: np.ndarray | None = None,
     options: TriangulationOptions = TriangulationOptions(),
+    prior_mm: np.ndarray | None = None,
 ) -> TriangulationResult:
     """(C, N, 2) distorted image points, px (+ (C, N) likelihood) -> N world points, mm.
 
@@ -441,6 +547,10 @@ def triangulate(
         points_px: (C, N, 2) image points as the 2D model reports them (distorted pixels).
         likelihood: (C, N) 2D likelihoods in [0, 1]; None means 1 for every finite point.
         options: weighting, outlier rejection and undistortion settings.
+        prior_mm: (N, 3) expected positions, mm (e.g. the Kalman prediction; NaN rows = none): when
+            outlier rejection leaves equally large camera subsets that all fit but give different
+            points (further apart than options.prior_ambiguity_mm), the one nearest the prior wins
+            instead of the one with the lowest reprojection error.
     """
     pts = _as_points(rig, points_px)
     n_cams, n_pts, _ = pts.shape
@@ -455,10 +565,17 @@ def triangulate(
     ncams = np.empty(n_pts, np.int64)
     score = np.empty(n_pts)
     used = np.empty((n_cams, n_pts), np.bool_)
+    if prior_mm is None:
+        prior = np.full((n_pts, 3), np.nan)
+    else:
+        prior = np.ascontiguousarray(prior_mm, dtype=np.float64)
+        if prior.shape != (n_pts, 3):
+            raise ValueError(f"prior_mm: expected shape ({n_pts}, 3), got {prior.shape}")
     triangulate_kernel(
         rig.matrix, rig.matrix_inv, rig.dist, rig.extrinsic, pts, like,
         float(options.min_likelihood), bool(options.weighted), float(options.outlier_threshold_px),
-        float(options.max_reprojection_error_px), int(options.undistort_max_iter), float(options.undistort_tol),
+        float(options.max_reprojection_error_px), int(options.exhaustive_max_views), prior,
+        float(options.prior_ambiguity_mm), int(options.undistort_max_iter), float(options.undistort_tol),
         xyz, err, ncams, score, used,
     )
     return TriangulationResult(xyz, err, ncams, score, used)

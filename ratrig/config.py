@@ -149,10 +149,11 @@ class FusionConfig:
     tolerance_ms: Union[float, None] = None  # frame-set grouping tolerance; default a quarter frame period
     max_wait_ms: Union[float, None] = None  # how long a frame set waits for late cameras; default 2 periods
     min_likelihood: float = 0.5  # 2D points below this are not used
-    outlier_threshold_px: float = 15.0  # a view whose reprojection error exceeds this is dropped
+    outlier_threshold_px: float = 8.0  # a view whose reprojection error exceeds this is dropped
     process_noise: float = 10000.0  # Kalman white-acceleration noise, mm/s^2 (a landing paw decelerates ~1e4)
     gate_sigma: float = 5.0  # Mahalanobis gate
     max_coast_ms: float = 250.0  # coasting through occlusions before giving up
+    velocity_time_constant_ms: float = 100.0  # Kalman velocity decay (see fusion.kalman); inf = constant velocity
     predict_ahead_ms: Union[float, Literal["auto"]] = 0.0  # forward prediction; "auto" = measured latency
 
 

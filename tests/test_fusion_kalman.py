@@ -1,6 +1,8 @@
 """Kalman filter on a synthetic noisy walking-like 3D trajectory: smoothing, gating, coasting, prediction."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -31,7 +33,10 @@ def run(kf: KalmanFilter3D, t: np.ndarray, z: np.ndarray, err=None, score=None, 
             np.array([o.status for o in outs]), np.array([o.variance_mm2 for o in outs]))
 
 
-OPTS = KalmanOptions(accel_noise_mm_s2=1000.0, measurement_sigma_mm=3.0, mm_per_px=0.0)
+# the constant-velocity model (tau = inf): these tests exercise its mechanics on a body keypoint's
+# steady walk; the default Ornstein-Uhlenbeck model is tested on simulated paws further down
+CV = dict(velocity_time_constant_s=math.inf, two_view_noise_factor=1.0)
+OPTS = KalmanOptions(accel_noise_mm_s2=1000.0, measurement_sigma_mm=3.0, mm_per_px=0.0, **CV)
 
 
 def test_filtered_error_is_lower_than_raw_with_dropouts():
@@ -57,7 +62,7 @@ def test_measurement_noise_follows_reprojection_error_and_score():
     raw[bad] += rng.normal(0, 12.0, (bad.sum(), 3))  # poor measurements, flagged by error and score
     err = np.where(bad, 25.0, 0.5)
     score = np.where(bad, 0.2, 0.95)
-    opts = KalmanOptions(accel_noise_mm_s2=4000.0, measurement_sigma_mm=1.0, mm_per_px=0.5, gate_sigma=1e6)
+    opts = KalmanOptions(accel_noise_mm_s2=4000.0, measurement_sigma_mm=1.0, mm_per_px=0.5, gate_sigma=1e6, **CV)
     informed, *_ = run(KalmanFilter3D(K, opts), t, raw, err, score)
     blind, *_ = run(KalmanFilter3D(K, opts), t, raw)
     e_inf = np.linalg.norm(informed - truth, axis=2)[30:].mean()
@@ -78,7 +83,7 @@ def test_gating_rejects_injected_outliers():
     assert kf.gated_total[3] == len(frames)
     assert np.linalg.norm(filt[frames, 3] - truth[frames, 3], axis=1).max() < 10.0
     # without a gate the outliers drag the estimate
-    ungated, *_ = run(KalmanFilter3D(K, KalmanOptions(4000.0, 3.0, 0.0, gate_sigma=1e9)), t, raw)
+    ungated, *_ = run(KalmanFilter3D(K, KalmanOptions(4000.0, 3.0, 0.0, gate_sigma=1e9, **CV)), t, raw)
     assert np.linalg.norm(ungated[frames, 3] - truth[frames, 3], axis=1).min() > 20.0
     # outside the injected frames almost nothing is rejected
     others = np.ones(len(t), bool)
@@ -93,7 +98,7 @@ def test_coasting_through_occlusion_then_giving_up_then_restarting():
     raw = truth + rng.normal(0, 1.0, truth.shape)
     raw[60:66, 0] = np.nan  # 6 frames = 0.2 s: within max_coast_s = 0.25
     raw[100:130, 1] = np.nan  # 1 s: beyond it
-    kf = KalmanFilter3D(K, KalmanOptions(4000.0, 1.0, 0.0, max_coast_s=0.25))
+    kf = KalmanFilter3D(K, KalmanOptions(4000.0, 1.0, 0.0, max_coast_s=0.25, **CV))
     filt, _, status, var = run(kf, t, raw)
     assert (status[60:66, 0] == COASTING).all()
     assert np.isfinite(filt[60:66, 0]).all()
@@ -115,7 +120,7 @@ def test_forward_prediction_compensates_latency():
     truth = walk(t)
     future = walk(t + latency)
     raw = truth + rng.normal(0, 2.0, truth.shape)
-    filt, pred, _, _ = run(KalmanFilter3D(K, KalmanOptions(1000.0, 2.0, 0.0)), t, raw, ahead=latency)
+    filt, pred, _, _ = run(KalmanFilter3D(K, KalmanOptions(1000.0, 2.0, 0.0, **CV)), t, raw, ahead=latency)
     e_now = np.linalg.norm(filt - future, axis=2)[30:].mean()
     e_pred = np.linalg.norm(pred - future, axis=2)[30:].mean()
     assert e_pred < 0.6 * e_now, (e_pred, e_now)
