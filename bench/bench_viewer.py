@@ -12,7 +12,8 @@ receives every message. Three runs of the same length:
 
 Printed per run: frame sets the publisher achieved per second, how often it fell behind its
 schedule, what fraction of the messages the full consumer received, and (viewer run) the viewer's
-tick and redraw rates and its CPU time. Ratios are against the headless run of the same invocation.
+tick and redraw rates, its CPU time, and how old what it showed was (capture to screen, and behind
+the newest frame it had received). Ratios are against the headless run of the same invocation.
 On a shared 2-core machine the absolute figures depend on the load of the moment (printed).
 """
 from __future__ import annotations
@@ -115,15 +116,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--json", help="also write the raw figures here")
+    ap.add_argument("--cases", default="headless,viewer,frozen",
+                    help="comma-separated runs, headless first (default: headless,viewer,frozen)")
     args = ap.parse_args(argv)
     if shutil.which("Xvfb") is None and not os.environ.get("DISPLAY"):
         print("bench_viewer: needs Xvfb (Debian package xvfb) or a display", file=sys.stderr)
         return 2
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
           f"{args.seconds:g} s per run at 4 cameras x {args.fps:g} fps, 640x480x3 frames")
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    if not cases or cases[0] != "headless" or not set(cases) <= {"headless", "viewer", "frozen"}:
+        print(f"bench_viewer: --cases: expected headless first, then viewer and/or frozen; got {args.cases!r}",
+              file=sys.stderr)
+        return 2
     results = []
     with tempfile.TemporaryDirectory() as d:
-        for case in ("headless", "viewer", "frozen"):
+        for case in cases:
             r = run_case(case, args.seconds, args.fps, Path(d))
             results.append(r)
     base = results[0]
@@ -142,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         if v:
             vtxt = (f"tick {v['tick_hz_live']:.1f} Hz, redraw {v['redraw_hz_live']:.1f} Hz, "
                     f"{v['mean_redraw_ms']:.1f} ms/redraw, cpu {v['cpu_s'] / v['elapsed_s']:.0%}")
+            age, behind = v.get("display_age_ms"), v.get("behind_camera_ms")
+            if age and behind:
+                vtxt += (f", shown frame age {age['median']:.0f}/{age['p95']:.0f} ms (median/p95), "
+                         f"{behind['median']:.0f}/{behind['p95']:.0f} ms behind the newest frame")
             if r["case"] == "frozen":
                 vtxt = "stopped 2 s in (SIGSTOP); " + vtxt
         elif "viewer_error" in r:

@@ -1,6 +1,7 @@
 """The viewer's data rules (no Qt): colours, geometry, trails, traces, reprojection, tolerant stats."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ from viewer.model import (
     ViewState,
     confidence_alpha,
     corridor_geometry,
-    downscale,
+    fit_image,
     flatten_stats,
     keypoint_colors,
     quad_mesh,
@@ -73,14 +74,15 @@ def test_corridor_geometry_matches_the_world_frame():
     assert verts.shape == (8, 3) and faces.shape == (4, 3) and faces.max() == 7
 
 
-def test_downscale_converts_bgr_to_rgb_and_keeps_mono():
+def test_fit_image_converts_bgr_to_rgb_and_keeps_mono():
     img = np.zeros((480, 640, 3), np.uint8)
     img[..., 0] = 255  # blue in BGR
-    small = downscale(img, 0.5)
+    small = fit_image(img, (320, 240))
     assert small.shape == (240, 320, 3)
     assert small[0, 0].tolist() == [0, 0, 255]
-    mono = downscale(np.full((480, 640), 9, np.uint8), 0.25)
+    mono = fit_image(np.full((480, 640), 9, np.uint8), (160, 1000))  # the narrower bound wins
     assert mono.shape == (120, 160, 3) and (mono == 9).all()
+    assert fit_image(np.full((480, 640, 1), 9, np.uint8), (160, 120)).shape == (120, 160, 3)
 
 
 def test_stats_are_read_tolerantly():
@@ -139,6 +141,16 @@ def test_reprojection_uses_the_calibration():
     expected = calib.cameras[1].project(pts)
     assert np.isnan(uv[0]).all() and np.allclose(uv[1:], expected[1:])
     assert st.reprojection("no_such_camera") is None
+    # Predicted ahead: the panels show the frames of capture time, so the raw pose of that moment is
+    # projected (the filtered one only where raw is missing).
+    ahead = KNOWN_POSE_MM + [30.0, 0.0, 0.0]
+    raw = KNOWN_POSE_MM.copy()
+    raw[2] = np.nan
+    p = Pose3DPacket(1, 2, KEYPOINTS, ("a",), raw, ahead, np.zeros(K), np.full(K, 2, np.int8), np.ones(K), {}, 50.0)
+    uv = st.reprojection(calib.names[0], p)
+    cam = calib.cameras[0]
+    assert np.allclose(uv[[0, 1, 3]], cam.project(KNOWN_POSE_MM)[[0, 1, 3]])
+    assert np.allclose(uv[2], cam.project(ahead)[2])
 
 
 def test_status_reports_rates_latency_and_recording():
@@ -153,9 +165,12 @@ def test_status_reports_rates_latency_and_recording():
     assert fields["dropped"] == "5"
     assert fields["cameras in use"] == "a,b"
     assert fields["capture->fusion"] == "12.5 ms"
-    assert fields["capture->display"] == "50.0 ms"
+    assert fields["display age"] == "50.0 ms"  # the pose (and the frames of its moment) are shown
+    assert fields["behind camera"] == "1000.0 ms"  # newest frame 2 s, pose 1 s
     assert fields["recording"] == "REC"
-    assert "capture->display" not in dict(st.status_fields(None))  # remote viewer: clocks differ
+    remote = dict(st.status_fields(None))
+    assert "display age" not in remote and remote["behind camera"] == "1000.0 ms"  # remote viewer: clocks differ
+    assert dict(st.status_fields(1_050_000_000, shown_ns=1_040_000_000))["display age"] == "10.0 ms"
     assert st.process_lines()[0].startswith("camera/cam_a: ")
 
 
@@ -168,3 +183,92 @@ def test_keypoints_and_unknown_packets():
     st.add("not a packet")  # type: ignore[arg-type]
     assert st.version == v + 1
     assert math.isnan(st.pipeline_latency_ms())
+
+
+def _frame(cam: str, i: int, period_ns: int = 33_333_333, t0_ns: int = 10_000_000_000) -> FramePacket:
+    return FramePacket(cam, i, t0_ns + i * period_ns, np.full((4, 4, 3), i % 256, np.uint8))
+
+
+def _kp(cam: str, i: int, period_ns: int = 33_333_333, t0_ns: int = 10_000_000_000) -> Keypoints2DPacket:
+    return Keypoints2DPacket(cam, i, t0_ns + i * period_ns, KEYPOINTS, np.full((K, 3), float(i), np.float32))
+
+
+def test_panel_shows_the_frame_the_pose_and_keypoints_belong_to():
+    """Frames arrive before keypoints, keypoints before poses: the panel shows the frame of the pose
+    (by the pose's frame indices), with that frame's own 2D keypoints, not the newest frame."""
+    st = ViewState()
+    for i in range(20):
+        st.add(_frame("cam_a", i))
+    for i in range(15):
+        st.add(_kp("cam_a", i))
+    t9 = 10_000_000_000 + 9 * 33_333_333
+    pose = Pose3DPacket(9, t9, KEYPOINTS, ("cam_a",), KNOWN_POSE_MM, KNOWN_POSE_MM, np.zeros(K),
+                        np.full(K, 1, np.int8), np.ones(K), {}, 0.0, {"cam_a": 9})
+    st.add(pose)
+    c = st.panel_content("cam_a")
+    assert c.frame.frame_index == 9 and c.keypoints.frame_index == 9 and c.pose is pose and c.matched
+    # The frame index wins over the capture time (cameras' clocks jitter).
+    st.add(dataclasses.replace(pose, frame_set_index=10, capture_ns=t9 + 33_333_333, frame_indices={"cam_a": 11}))
+    assert st.panel_content("cam_a").frame.frame_index == 11
+    # A pose without frame indices (a replay): the frame nearest its capture time, within half a period.
+    st.add(dataclasses.replace(pose, frame_set_index=12, capture_ns=t9 + 4 * 33_333_333 + 5_000_000, frame_indices={}))
+    c = st.panel_content("cam_a")
+    assert c.frame.frame_index == 13 and c.keypoints.frame_index == 13 and c.pose.frame_set_index == 12
+    # Frames older than the pose are let go (they pin ~1 MB buffers each).
+    assert min(f.frame_index for f in st._frame_ring["cam_a"]) >= 13 - 7
+
+
+def test_panel_falls_back_to_the_newest_frame_without_foreign_overlays():
+    st = ViewState()
+    for i in range(40, 50):  # the pose's frame (30) is older than the ring
+        st.add(_frame("cam_a", i))
+    st.add(_kp("cam_a", 45))
+    pose = Pose3DPacket(30, 10_000_000_000 + 30 * 33_333_333, KEYPOINTS, ("cam_a",), KNOWN_POSE_MM, KNOWN_POSE_MM,
+                        np.zeros(K), np.full(K, 1, np.int8), np.ones(K), {}, 0.0, {"cam_a": 30})
+    st.add(pose)
+    c = st.panel_content("cam_a")
+    # Newest keypoints (newer than the pose) on their own frame; the pose is of another moment.
+    assert c.frame.frame_index == 45 and c.keypoints.frame_index == 45 and c.pose is None and not c.matched
+    st2 = ViewState()
+    for i in range(5):
+        st2.add(_frame("cam_b", i))
+    c = st2.panel_content("cam_b")  # frames only: the newest
+    assert c.frame.frame_index == 4 and c.keypoints is None and c.pose is None and c.matched
+    # No frames at all (a pose-only viewer): the newest overlays.
+    st3 = ViewState()
+    st3.add(_kp("cam_c", 3))
+    st3.add(pose)
+    c = st3.panel_content("cam_c")
+    assert c.frame is None and c.keypoints.frame_index == 3 and c.pose is pose
+
+
+def test_frame_ring_keeps_one_second_and_restarts_with_the_source():
+    st = ViewState(ring_s=1.0)
+    for i in range(100):
+        st.add(_frame("cam_a", i))
+    ring = st._frame_ring["cam_a"]
+    assert ring[-1].frame_index == 99 and 29 <= len(ring) <= 31
+    st.add(_frame("cam_a", 0, t0_ns=1_000_000))  # a restarted camera: far older capture time
+    assert [f.frame_index for f in st._frame_ring["cam_a"]] == [0]
+
+
+def test_fit_image_area_downscales_to_the_panel_and_converts_to_rgb():
+    img = np.zeros((480, 640, 3), np.uint8)
+    img[:, :, 0] = 200  # blue (BGR)
+    img[::2, :, 1] = 255  # a fine stripe pattern: area averaging turns it grey-green, striding would not
+    out = fit_image(img, (320, 300))
+    assert out.shape == (240, 320, 3) and out.dtype == np.uint8
+    assert abs(int(out[10, 10, 2]) - 200) <= 1 and abs(int(out[10, 10, 1]) - 128) <= 2 and out[10, 10, 0] == 0
+    assert fit_image(np.zeros((48, 64), np.uint8), (1000, 1000)).shape == (48, 64, 3)  # never enlarged
+
+
+def test_trace_version_follows_poses_and_marks_not_frames():
+    st = ViewState()
+    v = st.trace_version
+    st.add(_frame("cam_a", 1))
+    st.add(_kp("cam_a", 1))
+    assert st.trace_version == v  # frames and 2D keypoints do not touch the traces
+    st.add(pose_packet(0, 10, KNOWN_POSE_MM))
+    assert st.trace_version == v + 1
+    st.add(EventPacket("touchdown", "front_left_paw", 0, 10, 11, (1.0, 2.0, 0.0)))
+    assert st.trace_version == v + 2

@@ -73,6 +73,7 @@ def publish_session(
     rep = ctx.socket(zmq.REP)
     for s in (cam_pub, inf_pub, fus_pub, rep):
         s.setsockopt(zmq.LINGER, 0)
+    cam_pub.setsockopt(zmq.SNDHWM, 60 * len(frame_cameras))  # acquisition/capture.py: 60 per camera PUB
     cam_port = cam_pub.bind_to_random_port("tcp://127.0.0.1")
     inf_port = inf_pub.bind_to_random_port("tcp://127.0.0.1")
     fus_port = fus_pub.bind_to_random_port("tcp://127.0.0.1")
@@ -140,8 +141,9 @@ def publish_session(
         next_ns += period_ns
     sent["elapsed_s"] = (now_ns() - t_start) / 1e9
     ports_queue.put(sent)
-    for s in (cam_pub, inf_pub, fus_pub, rep):
-        s.close(0)
+    for s in (cam_pub, inf_pub, fus_pub):
+        s.close(2000)  # let the last messages reach slow subscribers (the benchmark counts them)
+    rep.close(0)
     ctx.term()
 
 

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,16 @@ def _run(args: argparse.Namespace) -> int:
         ctx.term()
 
 
+def _quantiles(values: Any) -> dict[str, float] | None:
+    """Median, 95th percentile and maximum of some figures (None when there are none)."""
+    import numpy as np
+
+    if not values:
+        return None
+    a = np.asarray(values, np.float64)
+    return {"median": float(np.median(a)), "p95": float(np.percentile(a, 95)), "max": float(a.max()), "n": int(len(a))}
+
+
 def _run_qt(args, state, names, sizes, corridor, viewer_cfg, redraw_hz, source, replay, session) -> int:  # noqa: ANN001
     import pyqtgraph as pg
     from PySide6 import QtCore
@@ -216,6 +227,7 @@ def _run_qt(args, state, names, sizes, corridor, viewer_cfg, redraw_hz, source, 
     win.activateWindow()
 
     # Rates are also counted from the first data on, so start-up and waiting don't dilute them.
+    ages: dict[str, deque] = {"age": deque(maxlen=20_000), "behind": deque(maxlen=20_000)}  # ms, per redraw
     ticks = {"n": 0, "busy_s": 0.0, "t0": time.perf_counter(), "t_data": None, "n_data": 0, "redraws_at_data": 0}
 
     def tick() -> None:
@@ -225,13 +237,19 @@ def _run_qt(args, state, names, sizes, corridor, viewer_cfg, redraw_hz, source, 
             now = time.monotonic_ns()
             for packet in got.packets:
                 state.add(packet, now)
-            for frame in got.frames.values():
+            for frame in got.all_frames:  # every one: the panels show the frame their overlays belong to
                 state.add(frame, now)
         elif replay is not None:
             replay.step(state)
             controls.update()
-        win.redraw()
+        drew = win.redraw()
         ticks["n"] += 1
+        shown = win.shown_ns() if drew else None
+        if shown is not None and state.frames:
+            newest = max(int(f.capture_ns) for f in state.frames.values())
+            ages["behind"].append((newest - shown) / 1e6)
+            if win.session_is_local:
+                ages["age"].append((time.monotonic_ns() - shown) / 1e6)
         if ticks["t_data"] is None and state.version > 0:
             ticks["t_data"], ticks["redraws_at_data"] = time.perf_counter(), win.redraws
         if ticks["t_data"] is not None:
@@ -294,6 +312,9 @@ def _run_qt(args, state, names, sizes, corridor, viewer_cfg, redraw_hz, source, 
             "malformed": counters.malformed if counters else None,
             "frames_skipped": source.frames_skipped if source is not None else None,
             "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
+            # what was on screen: its age (same machine only) and its lag behind the newest frame received
+            "display_age_ms": _quantiles(ages["age"]),
+            "behind_camera_ms": _quantiles(ages["behind"]),
         }
         Path(args.stats_json).write_text(json.dumps(figures, indent=1))
     win.close()

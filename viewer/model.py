@@ -1,8 +1,14 @@
 """What the viewer shows, as plain data: no Qt here, so every rule can be tested without a display.
 
-`ViewState` takes decoded packets (live or replayed) and keeps the newest pose, the newest frame and
-2D keypoints per camera, short paw trails, scrolling paw-height and speed traces, paw placements and
-the newest stats of every process. The Qt window (`viewer.window`) only draws what it holds.
+`ViewState` takes decoded packets (live or replayed) and keeps the newest pose, a short ring of recent
+frames and 2D keypoints per camera, short paw trails, scrolling paw-height and speed traces, paw
+placements and the newest stats of every process. The Qt window (`viewer.window`) only draws what it
+holds.
+
+Consistent overlays: frames come straight from the cameras, 2D keypoints and poses only after
+inference and fusion, so the newest frame is always newer than the newest pose. A camera panel
+therefore shows, from the ring, the frame the overlaid pose / keypoints were computed from
+(`ViewState.panel_content`), never the newest frame under an older pose.
 
 Time: every buffer is keyed by the packets' `capture_ns` (the rig's monotonic clock), never by the
 viewer's own clock, so a viewer on another machine and a replay behave the same.
@@ -15,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 
 from ratrig.camera import Calibration
@@ -113,21 +120,21 @@ def quad_mesh(quads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return verts, faces.astype(np.int32)
 
 
-def downscale(image: np.ndarray, scale: float) -> np.ndarray:
-    """(H, W[, 3]) uint8 BGR or mono -> (h, w, 3) uint8 RGB, about `scale` times the size.
+def fit_image(image: np.ndarray, size_px: tuple[int, int]) -> np.ndarray:
+    """(H, W[, 3|1]) uint8 BGR or mono -> (h, w, 3) uint8 RGB, at most `size_px` (w, h), aspect kept.
 
-    Integer steps by striding (no copy of the full frame, no filtering: this is a preview).
+    Area-averaged (cv2.INTER_AREA: no aliasing of the fine texture of fur and bedding) to the size
+    the panel shows on screen, once, so the GUI never scales a full frame at paint time.
     """
     img = np.asarray(image)
-    step = max(1, int(round(1.0 / scale))) if scale > 0 else 1
-    small = img[::step, ::step]
-    if small.ndim == 2:
-        small = np.repeat(small[:, :, None], 3, axis=2)
-    elif small.shape[2] == 3:
-        small = small[:, :, ::-1]  # BGR -> RGB
-    elif small.shape[2] == 1:
-        small = np.repeat(small, 3, axis=2)
-    return np.ascontiguousarray(small[:, :, :3])
+    h, w = img.shape[:2]
+    scale = min(1.0, size_px[0] / w, size_px[1] / h)
+    tw, th = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+    if (tw, th) != (w, h):
+        img = cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA)
+    if img.ndim == 2 or img.shape[2] == 1:
+        return cv2.cvtColor(img.reshape(th, tw), cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(np.ascontiguousarray(img[:, :, :3]), cv2.COLOR_BGR2RGB)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -237,6 +244,24 @@ class PawMark:
     position_mm: tuple[float, float, float]
 
 
+@dataclass(frozen=True, slots=True)
+class PanelContent:
+    """What one camera panel shows: an image and the overlays that belong to it.
+
+    Attributes:
+        frame: the image (None: no frame received, e.g. a pose-only viewer).
+        keypoints: 2D detections to draw on it (None: none for this frame).
+        pose: 3D pose to reproject onto it (None: none for this frame).
+        matched: False when a pose is shown elsewhere but no frame of its moment is at hand for
+            this camera (dropped, or older than the ring): the newest frame is shown without it.
+    """
+
+    frame: FramePacket | None
+    keypoints: Keypoints2DPacket | None
+    pose: Pose3DPacket | None
+    matched: bool = True
+
+
 class ViewState:
     """Everything the window draws; fed with packets, read by the window at redraw time.
 
@@ -246,6 +271,8 @@ class ViewState:
         trail_s: length of the paw trails, seconds.
         trace_s: span of the scrolling traces, seconds.
         max_marks: paw placements kept on the floor.
+        ring_s: recent frames and 2D keypoints kept per camera, seconds of capture time (the pose
+            is shown on the frame it came from as long as the pipeline lags less than this).
     """
 
     def __init__(
@@ -255,14 +282,18 @@ class ViewState:
         trail_s: float = 1.0,
         trace_s: float = TRACE_WINDOW_S,
         max_marks: int = 400,
+        ring_s: float = 1.0,
     ) -> None:
         self.keypoint_names = tuple(keypoint_names)
         self.calibration = calibration
         self.trail_s = float(trail_s)
         self.trace_s = float(trace_s)
         self.pose: Pose3DPacket | None = None
-        self.frames: dict[str, FramePacket] = {}
-        self.keypoints2d: dict[str, Keypoints2DPacket] = {}
+        self.ring_s = float(ring_s)
+        self.frames: dict[str, FramePacket] = {}  # newest per camera
+        self.keypoints2d: dict[str, Keypoints2DPacket] = {}  # newest per camera
+        self._frame_ring: dict[str, deque[FramePacket]] = {}  # oldest first, by capture_ns
+        self._kp_ring: dict[str, deque[Keypoints2DPacket]] = {}
         self.stats: dict[str, Mapping[str, Any]] = {}
         self.stats_received_ns: dict[str, int] = {}
         self.marks: deque[PawMark] = deque(maxlen=max_marks)
@@ -277,6 +308,7 @@ class ViewState:
         self._reproj_pose: Pose3DPacket | None = None
         self._reproj: dict[str, np.ndarray] = {}
         self.version = 0  # bumped on every change, so the window can skip redrawing an unchanged state
+        self.trace_version = 0  # bumped when the traces or marks change (poses, events; not frames)
 
     # -- feeding -----------------------------------------------------------------------------------
 
@@ -287,6 +319,7 @@ class ViewState:
         self.marks.clear()
         self._prev_body = None
         self.version += 1
+        self.trace_version += 1
 
     def add(self, packet: Packet, received_ns: int = 0) -> None:
         """Take one packet of any kind (unknown kinds are ignored)."""
@@ -296,16 +329,42 @@ class ViewState:
             self.frames[packet.camera] = packet
             self.frames_seen += 1
             self.camera_rates.setdefault(packet.camera, RateMeter()).add(packet.frame_index, packet.capture_ns)
+            self._push(self._frame_ring.setdefault(packet.camera, deque()), packet)
         elif isinstance(packet, Keypoints2DPacket):
             self.keypoints2d[packet.camera] = packet
+            self._push(self._kp_ring.setdefault(packet.camera, deque()), packet)
         elif isinstance(packet, EventPacket):
             self.marks.append(PawMark(packet.name, packet.subject, int(packet.capture_ns), tuple(packet.position_mm)))
+            self.trace_version += 1
         elif isinstance(packet, StatsPacket):
             self.stats[packet.process] = dict(packet.stats)
             self.stats_received_ns[packet.process] = int(received_ns)
         else:
             return
         self.version += 1
+
+    def _push(self, ring: deque, packet: FramePacket | Keypoints2DPacket) -> None:
+        """Append to a per-camera ring (oldest first), keeping `ring_s` seconds of capture time."""
+        t = int(packet.capture_ns)
+        if ring and t < int(ring[-1].capture_ns):
+            if t < int(ring[-1].capture_ns) - 1_000_000_000:
+                ring.clear()  # the source restarted or a replay jumped back: the ring is of another time
+            else:  # out of order (another connection's queue): keep the ring sorted
+                items = sorted([*ring, packet], key=lambda p: int(p.capture_ns))
+                ring.clear()
+                ring.extend(items)
+                return
+        ring.append(packet)
+        while len(ring) > 1 and t - int(ring[0].capture_ns) > self.ring_s * 1e9:
+            ring.popleft()
+
+    def _trim_rings(self, before_ns: int) -> None:
+        """Forget frames and keypoints captured before `before_ns`: poses only move forward, so no
+        later pose can need them (keeps the ring, and the image buffers it pins, small)."""
+        for rings in (self._frame_ring, self._kp_ring):
+            for ring in rings.values():
+                while len(ring) > 1 and int(ring[0].capture_ns) < before_ns:
+                    ring.popleft()
 
     def _add_pose(self, pose: Pose3DPacket) -> None:
         if self.pose is not None and pose.capture_ns <= self.pose.capture_ns:
@@ -314,6 +373,8 @@ class ViewState:
             self.reset_history()  # far older: the source restarted (or a replay jumped back)
         self.pose = pose
         self.poses_seen += 1
+        self.trace_version += 1
+        self._trim_rings(int(pose.capture_ns) - 200_000_000)
         self.pose_rate.add(pose.frame_set_index, pose.capture_ns)
         names = tuple(pose.keypoint_names)
         pts = np.asarray(pose.filtered_mm, np.float64).reshape(-1, 3)
@@ -377,15 +438,88 @@ class ViewState:
                 out.append((dt, float(m.position_mm[2]), m))
         return out
 
-    def reprojection(self, camera: str) -> np.ndarray | None:
-        """The newest filtered 3D pose projected into `camera` -> (K, 2) px, or None if unknown."""
-        if self.pose is None or self.calibration is None or camera not in self.calibration.names:
+    def frame_period_ns(self, camera: str) -> int:
+        """The camera's measured frame period, ns (33.3 ms until measured)."""
+        meter = self.camera_rates.get(camera)
+        rate = meter.rate_hz() if meter is not None else float("nan")
+        return int(1e9 / rate) if math.isfinite(rate) and rate > 0 else 33_333_333
+
+    def _frame_at(self, camera: str, frame_index: int | None, capture_ns: int | None) -> FramePacket | None:
+        """The ring's frame with this index, else (index None) the one nearest `capture_ns` within
+        half a frame period; None if not in the ring."""
+        ring = self._frame_ring.get(camera)
+        if not ring:
             return None
-        if self._reproj_pose is not self.pose:
-            self._reproj_pose, self._reproj = self.pose, {}
+        if frame_index is not None:
+            for f in reversed(ring):
+                if f.frame_index == frame_index:
+                    return f
+            return None
+        best = min(ring, key=lambda f: abs(int(f.capture_ns) - capture_ns))
+        return best if abs(int(best.capture_ns) - capture_ns) <= self.frame_period_ns(camera) // 2 else None
+
+    def _keypoints_of(self, frame: FramePacket) -> Keypoints2DPacket | None:
+        for kp in reversed(self._kp_ring.get(frame.camera, ())):
+            if kp.frame_index == frame.frame_index:
+                return kp
+        return None
+
+    def _pose_on(self, frame: FramePacket) -> Pose3DPacket | None:
+        """The newest pose if it is of `frame`'s moment (same frame index, or capture time within
+        half a frame period when the pose names no frame indices)."""
+        pose = self.pose
+        if pose is None:
+            return None
+        idx = pose.frame_indices.get(frame.camera) if pose.frame_indices else None
+        if idx is not None:
+            return pose if idx == frame.frame_index else None
+        close = abs(int(pose.capture_ns) - int(frame.capture_ns)) <= self.frame_period_ns(frame.camera) // 2
+        return pose if close else None
+
+    def panel_content(self, camera: str) -> PanelContent:
+        """What `camera`'s panel shows: a frame and the overlays computed from that very frame.
+
+        In order of preference: the frame of the newest pose (with its 2D keypoints, when they
+        arrived), the frame of the newest 2D keypoints, the newest frame (with whatever overlays
+        belong to it). Without any frame (a pose-only viewer) the newest overlays are returned.
+        """
+        pose = self.pose
+        if pose is not None:
+            idx = pose.frame_indices.get(camera) if pose.frame_indices else None
+            frame = self._frame_at(camera, idx, int(pose.capture_ns))
+            if frame is not None:
+                return PanelContent(frame, self._keypoints_of(frame), pose)
+        kp_ring = self._kp_ring.get(camera)
+        newest_kp = kp_ring[-1] if kp_ring else None
+        ring = self._frame_ring.get(camera)
+        if not ring:
+            return PanelContent(None, newest_kp, pose)
+        if newest_kp is not None and (pose is None or newest_kp.capture_ns > pose.capture_ns):
+            frame = self._frame_at(camera, newest_kp.frame_index, None)
+            if frame is not None:
+                return PanelContent(frame, newest_kp, self._pose_on(frame), pose is None)
+        frame = ring[-1]
+        return PanelContent(frame, self._keypoints_of(frame), self._pose_on(frame), pose is None)
+
+    def reprojection(self, camera: str, pose: Pose3DPacket | None = None) -> np.ndarray | None:
+        """`pose` (default: the newest) filtered 3D keypoints projected into `camera` -> (K, 2) px,
+        or None if unknown.
+
+        When fusion predicts ahead (`predicted_ahead_ms` > 0) the filtered pose is of a later moment
+        than the frames it came from; the panels show those frames, so the raw triangulation (of
+        their moment) is projected instead, the filtered one only where raw is missing.
+        """
+        pose = self.pose if pose is None else pose
+        if pose is None or self.calibration is None or camera not in self.calibration.names:
+            return None
+        if self._reproj_pose is not pose:
+            self._reproj_pose, self._reproj = pose, {}
         if camera in self._reproj:
             return self._reproj[camera]
-        pts = np.asarray(self.pose.filtered_mm, np.float64).reshape(-1, 3)
+        pts = np.asarray(pose.filtered_mm, np.float64).reshape(-1, 3)
+        if pose.predicted_ahead_ms > 0:
+            raw = np.asarray(pose.raw_mm, np.float64).reshape(-1, 3)
+            pts = np.where(np.all(np.isfinite(raw), axis=1, keepdims=True), raw, pts)
         cam = self.calibration.camera(camera)
         uv = cam.project(pts)
         uv[cam.depth_mm(pts) <= 0] = np.nan  # behind the camera: no meaningful projection
@@ -401,11 +535,12 @@ class ViewState:
             return float("nan")
         return (max(int(v) for v in self.pose.stamps_ns.values()) - int(self.pose.capture_ns)) / 1e6
 
-    def status_fields(self, local_now_ns: int | None = None) -> list[tuple[str, str]]:
+    def status_fields(self, local_now_ns: int | None = None, shown_ns: int | None = None) -> list[tuple[str, str]]:
         """(label, text) pairs for the status bar: cameras, rates, latency, recording, per process stats.
 
-        `local_now_ns`: the viewer's monotonic clock when it runs on the rig's machine (then the
-        end-to-end latency to the display is shown); None on a remote viewer.
+        `shown_ns`: capture time of what the window displays (default: the newest pose's). Shown as
+        its lag behind the newest frame received (any machine) and, with `local_now_ns` (the
+        viewer's monotonic clock when it runs on the rig's machine), as its age on the screen.
         """
         out: list[tuple[str, str]] = []
         if self.camera_rates:
@@ -417,6 +552,8 @@ class ViewState:
         drops = self._sum_keys("drop")
         if drops is not None:
             out.append(("dropped", str(drops)))
+        if shown_ns is None and self.pose is not None:
+            shown_ns = int(self.pose.capture_ns)
         if self.pose is not None:
             used = ",".join(self.pose.cameras) if self.pose.cameras else "none"
             out.append(("cameras in use", used))
@@ -425,8 +562,12 @@ class ViewState:
             lat = self.pipeline_latency_ms()
             if math.isfinite(lat):
                 out.append(("capture->fusion", f"{lat:.1f} ms"))
+        if shown_ns is not None:
             if local_now_ns is not None:
-                out.append(("capture->display", f"{(local_now_ns - int(self.pose.capture_ns)) / 1e6:.1f} ms"))
+                out.append(("display age", f"{(local_now_ns - shown_ns) / 1e6:.1f} ms"))
+            if self.frames:
+                newest = max(int(f.capture_ns) for f in self.frames.values())
+                out.append(("behind camera", f"{max(0, newest - shown_ns) / 1e6:.1f} ms"))
         rec = recording_state(self.stats)
         if rec is not None:
             out.append(("recording", rec))

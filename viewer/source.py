@@ -3,14 +3,20 @@
 Live: the viewer asks the session's directory (a REP socket the supervisor binds) for every endpoint,
 then subscribes. Two SUB sockets, because the streams need different treatment:
 
-* frames (``frame/<camera>``, ~1 MB each): receive-HWM of a few messages. A viewer that falls behind
-  (or is frozen in a debugger) fills its queue and the cameras' PUB sockets drop further frames *for
-  this subscriber only*; the recorder and inference are untouched.
+* frames (``frame/<camera>``, ~1 MB each): receive-HWM of about a second of frames per camera. A
+  viewer that falls behind (or is frozen in a debugger) fills its queue and the cameras' PUB sockets
+  drop further frames *for this subscriber only*; the recorder and inference are untouched.
+  The queue must hold what arrives between two redraws: the drain below stops when the queue is
+  momentarily empty, so with a queue of a few frames a slow redraw loop took only a few frames per
+  camera per tick, fell behind the camera, and then showed frames from the *publisher's* backlog
+  (SNDHWM frames + socket buffers, seconds old) while poses on the other socket were current.
 * everything else (poses, 2D keypoints, events, stats; a few hundred bytes each): a larger HWM so
   that paw events and the pose stream for the traces arrive whole.
 
-Both are drained completely at every redraw (CONFLATE does not work with multipart messages); the
-window draws the newest frame per camera but keeps every pose and every event it received.
+Both are drained completely at every redraw (CONFLATE does not work with multipart messages). Frames
+are received without copying and decoded only as far as their header (the image stays the ZeroMQ
+buffer); the window keeps a short ring of them per camera so that it can show the frame the
+overlaid keypoints belong to, and keeps every pose and every event it received.
 """
 from __future__ import annotations
 
@@ -32,7 +38,10 @@ from ratrig.transport import ReceiveCounters, make_sub, recv_packet
 log = logging.getLogger(__name__)
 
 DIRECTORY_REQUEST = b"directory"
-FRAME_RCVHWM = 4
+#: Per camera: ~1 s at 30 fps, so the queue never fills between two redraws (down to ~1 redraw/s),
+#: the I/O thread keeps reading and no backlog builds up on the camera's side. Bounded: a frozen
+#: viewer holds at most this many frames per camera here (plus the camera's SNDHWM there).
+FRAME_RCVHWM = 32
 DATA_RCVHWM = 2000
 DATA_TOPICS: tuple[bytes, ...] = (b"pose3d", b"pose2d/", b"event/", b"stats/")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "0.0.0.0", "::1", "*"})
@@ -181,10 +190,17 @@ def directory_from_config(rig: RigConfig) -> str:
 
 @dataclass
 class DrainResult:
-    """What one drain brought: newest frame per camera, every other packet in arrival order."""
+    """What one drain brought.
+
+    Attributes:
+        frames: the newest frame per camera.
+        packets: every other packet, in arrival order.
+        all_frames: every frame received, in arrival order (the newest ones are also in `frames`).
+    """
 
     frames: dict[str, FramePacket]
     packets: list[Packet]
+    all_frames: list[FramePacket] = field(default_factory=list)
 
 
 class LiveSource:
@@ -198,22 +214,28 @@ class LiveSource:
 
     def __init__(self, ctx: zmq.Context, endpoints: Mapping[str, str], frames: bool = True) -> None:
         self.counters = ReceiveCounters()
-        frame_eps = _unique(ep for key, ep in endpoints.items() if key.startswith("camera/"))
+        camera_eps = [ep for key, ep in endpoints.items() if key.startswith("camera/")]
+        frame_eps = _unique(camera_eps)
         data_eps = _unique(endpoints.values())
-        self.frame_sock = make_sub(ctx, frame_eps, (b"frame/",), FRAME_RCVHWM) if frames and frame_eps else None
+        # The HWM is per connection: an endpoint that carries several cameras gets room for each.
+        per_ep = max((camera_eps.count(ep) for ep in frame_eps), default=1)
+        self.frame_rcvhwm = FRAME_RCVHWM * per_ep
+        self.frame_sock = make_sub(ctx, frame_eps, (b"frame/",), self.frame_rcvhwm) if frames and frame_eps else None
         self.data_sock = make_sub(ctx, data_eps, DATA_TOPICS, DATA_RCVHWM)
-        self.frames_skipped = 0
+        self.frames_skipped = 0  # frames that were not a camera's newest when drained (may still be shown)
 
-    def drain(self, max_messages: int = 5000, budget_s: float = 0.008) -> DrainResult:
-        """Everything waiting now (up to `max_messages` per socket or `budget_s` of work, so a flood
-        cannot stall the redraw; the rest waits for the next call). Never blocks. Older frames of a
-        camera are counted and dropped."""
-        deadline = time.perf_counter() + budget_s
+    def drain(self, max_messages: int = 5000, budget_s: float = 0.008, max_frames: int = 2000) -> DrainResult:
+        """Everything waiting now. Never blocks.
+
+        Frames: every waiting frame is received (zero-copy, header decode only: cheap), so the newest
+        frame returned really is the newest that arrived; `max_frames` only guards against a
+        pathological flood. Other packets: up to `max_messages` or `budget_s` of work, so a flood of
+        small messages cannot stall the redraw; the rest waits for the next call.
+        """
         frames: dict[str, FramePacket] = {}
+        all_frames: list[FramePacket] = []
         if self.frame_sock is not None:
-            for n in range(max_messages):
-                if n % 32 == 31 and time.perf_counter() > deadline:
-                    break
+            for _ in range(max_frames):
                 packet = recv_packet(self.frame_sock, self.counters, zmq.NOBLOCK)
                 if packet is None:
                     if not self.frame_sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
@@ -223,8 +245,9 @@ class LiveSource:
                     if packet.camera in frames:
                         self.frames_skipped += 1
                     frames[packet.camera] = packet
+                    all_frames.append(packet)
         packets: list[Packet] = []
-        deadline = max(deadline, time.perf_counter() + budget_s / 2)  # poses and events get their share
+        deadline = time.perf_counter() + budget_s
         for n in range(max_messages):
             if n % 64 == 63 and time.perf_counter() > deadline:
                 break
@@ -234,7 +257,7 @@ class LiveSource:
                     break
                 continue
             packets.append(packet)
-        return DrainResult(frames, packets)
+        return DrainResult(frames, packets, all_frames)
 
     def close(self) -> None:
         for sock in (self.frame_sock, self.data_sock):

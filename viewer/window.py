@@ -1,9 +1,12 @@
 """The viewer window (Qt): 3D corridor view, four camera panels, paw traces and a status bar.
 
-It draws a `viewer.model.ViewState`; it never talks to sockets itself. Keys: R resets the 3D view,
-Space pauses the display (never the pipeline: the sockets keep being drained), S / Ctrl+S saves a PNG
-of the whole window. Mouse in the 3D view: left-drag rotates, middle-drag (or Ctrl+left) pans,
-wheel zooms (pyqtgraph's GLViewWidget habits).
+It draws a `viewer.model.ViewState`; it never talks to sockets itself. Each camera panel shows the
+frame that its overlays (2D detections, reprojected 3D pose) were computed from, so the keypoints sit
+on the rat of that image however far the pipeline lags; the status bar says how old that is.
+
+Keys: R resets the 3D view, Space pauses the display (never the pipeline: the sockets keep being
+drained), S / Ctrl+S saves a PNG of the whole window. Mouse in the 3D view: left-drag rotates,
+middle-drag (or Ctrl+left) pans, wheel zooms (pyqtgraph's GLViewWidget habits).
 """
 from __future__ import annotations
 
@@ -22,10 +25,11 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from ratrig.config import CorridorConfig
 from ratrig.skeleton import PAWS
 from viewer.model import (
+    PanelContent,
     ViewState,
     confidence_alpha,
     corridor_geometry,
-    downscale,
+    fit_image,
     keypoint_colors,
     quad_mesh,
     segment_vertex_colors,
@@ -37,7 +41,7 @@ PAW_COLORS = {p: tuple(int(c) for c in keypoint_colors([p])[0]) for p in PAWS}
 FLOOR_RGBA = (0.22, 0.22, 0.25, 1.0)
 WALL_RGBA = (0.55, 0.65, 0.8, 0.07)
 EDGE_RGBA = (0.6, 0.7, 0.85, 0.8)
-TRACE_HZ = 20.0
+TRACE_HZ = 10.0  # a trace repaint costs ~10 ms CPU in software GL; 10 Hz is smooth enough for 5 s
 STATUS_HZ = 4.0
 
 
@@ -80,10 +84,87 @@ class StyleCache:
         return self._brushes[key]
 
 
-class CameraPanel:
-    """One camera: downscaled image, 2D detections (crosses) and the reprojected 3D pose (dots).
+class KeypointOverlay(QtWidgets.QGraphicsItem):
+    """The overlays of one camera panel in a single item: reprojected skeleton (lines), reprojected
+    keypoints (filled dots) and 2D detections (crosses), drawn over each other in that order.
 
-    Item coordinates are full-frame pixels of the camera, whatever the display scale.
+    Positions are in the item's (full-frame pixel) coordinates; dots and crosses keep a fixed size
+    on screen. One plain QPainter pass instead of three pyqtgraph plot items: setting new points
+    costs a few array copies, not a rebuild of per-spot styles and symbol pixmaps.
+    """
+
+    DOT_PX = 4.5
+    CROSS_PX = 6.5
+
+    def __init__(self, frame_size_px: tuple[int, int]) -> None:
+        super().__init__()
+        self._bounds = QtCore.QRectF()
+        self.set_frame_size(frame_size_px)
+        self.segments = np.zeros((0, 2))  # (2E, 2) start/end pairs
+        self.dots = np.zeros((0, 2))
+        self.crosses = np.zeros((0, 2))
+        self.dot_brushes: list[QtGui.QBrush] = []
+        self.cross_pens: list[QtGui.QPen] = []
+        self.line_pen = pg.mkPen((255, 255, 255, 150), width=1)
+        self.dot_pen = pg.mkPen((255, 255, 255, 200), width=1)
+
+    def set_frame_size(self, size_px: tuple[int, int]) -> None:
+        # Keypoints just outside the frame are still drawn (a paw leaving the view).
+        w, h = float(size_px[0]), float(size_px[1])
+        self.prepareGeometryChange()
+        self._bounds = QtCore.QRectF(-0.5 * w, -0.5 * h, 2.0 * w, 2.0 * h)
+
+    def set_reprojection(self, uv: np.ndarray | None, brushes: list[QtGui.QBrush], segments: np.ndarray) -> None:
+        """(N, 2) finite dots with one brush each, (2E, 2) skeleton segment ends; None clears."""
+        self.dots = np.zeros((0, 2)) if uv is None else np.asarray(uv, np.float64).reshape(-1, 2)
+        self.dot_brushes = list(brushes) if uv is not None else []
+        self.segments = np.asarray(segments, np.float64).reshape(-1, 2) if uv is not None else np.zeros((0, 2))
+        self.update()
+
+    def set_detections(self, xy: np.ndarray | None, pens: list[QtGui.QPen]) -> None:
+        """(N, 2) finite 2D detections with one pen each; None clears."""
+        self.crosses = np.zeros((0, 2)) if xy is None else np.asarray(xy, np.float64).reshape(-1, 2)
+        self.cross_pens = list(pens) if xy is not None else []
+        self.update()
+
+    def boundingRect(self) -> QtCore.QRectF:  # noqa: N802 (Qt's name)
+        return self._bounds
+
+    def paint(self, painter: QtGui.QPainter, option: Any, widget: Any = None) -> None:
+        if not (len(self.segments) or len(self.dots) or len(self.crosses)):
+            return
+        tr = painter.transform()
+
+        def to_device(points: np.ndarray) -> np.ndarray:  # item coords -> device px (affine)
+            return points @ np.array([[tr.m11(), tr.m12()], [tr.m21(), tr.m22()]]) + [tr.dx(), tr.dy()]
+
+        painter.save()
+        painter.resetTransform()
+        painter.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing, True)
+        if len(self.segments):
+            seg = to_device(self.segments)
+            painter.setPen(self.line_pen)
+            painter.drawLines([QtCore.QLineF(a[0], a[1], b[0], b[1]) for a, b in zip(seg[0::2], seg[1::2])])
+        r, c = self.DOT_PX, self.CROSS_PX
+        if len(self.dots):
+            painter.setPen(self.dot_pen)
+            for (x, y), brush in zip(to_device(self.dots), self.dot_brushes):
+                painter.setBrush(brush)
+                painter.drawEllipse(QtCore.QPointF(x, y), r, r)
+        if len(self.crosses):
+            painter.setBrush(QtCore.Qt.BrushStyle.NoBrush)
+            for (x, y), pen in zip(to_device(self.crosses), self.cross_pens):
+                painter.setPen(pen)
+                painter.drawLine(QtCore.QLineF(x - c, y, x + c, y))
+                painter.drawLine(QtCore.QLineF(x, y - c, x, y + c))
+        painter.restore()
+
+
+class CameraPanel:
+    """One camera: image, 2D detections (crosses) and the reprojected 3D pose (dots), all of one frame.
+
+    Item coordinates are full-frame pixels of the camera, whatever the display scale. Each part is
+    redrawn only when what it shows changed (a new frame, new keypoints, another pose).
     """
 
     def __init__(self, layout: pg.GraphicsLayout, name: str, size_px: tuple[int, int], row: int, col: int) -> None:
@@ -92,29 +173,50 @@ class CameraPanel:
         self.view: pg.ViewBox = layout.addViewBox(row=row, col=col, lockAspect=True, invertY=True, enableMenu=False)
         self.view.setMouseEnabled(False, False)
         self.image = pg.ImageItem(axisOrder="row-major")
-        self.image.setImage(np.zeros((size_px[1] // 4, size_px[0] // 4, 3), np.uint8), levels=(0, 255))
+        self.image.setImage(np.zeros((size_px[1] // 4, size_px[0] // 4, 3), np.uint8), levels=None, autoLevels=False)
         self.image.setRect(QtCore.QRectF(0, 0, size_px[0], size_px[1]))
         self.view.addItem(self.image)
-        self.reproj_lines = pg.PlotDataItem(pen=pg.mkPen((255, 255, 255, 150), width=1), connect="pairs")
-        self.view.addItem(self.reproj_lines)
-        self.reproj = pg.ScatterPlotItem(size=9, pen=pg.mkPen((255, 255, 255, 200), width=1), pxMode=True)
-        self.view.addItem(self.reproj)
-        self.detections = pg.ScatterPlotItem(symbol="+", size=13, pxMode=True)
-        self.view.addItem(self.detections)
+        self.overlay = KeypointOverlay(size_px)
+        self.view.addItem(self.overlay, ignoreBounds=True)
         self.title = pg.TextItem(name, color=(230, 230, 230), anchor=(0, 0), fill=(0, 0, 0, 120))
         self.title.setPos(4, 4)
         self.view.addItem(self.title)
+        self.title_text = name
         self.view.setRange(QtCore.QRectF(0, 0, size_px[0], size_px[1]), padding=0)
         self.drawn_frame: Any = None
         self.drawn_keypoints: Any = None
+        self.drawn_pose: Any = None
+        self.shown_ns: int | None = None  # capture time of the frame (or overlay) on display
 
-    def set_image(self, image: np.ndarray, scale: float) -> None:
+    def screen_size_px(self) -> tuple[int, int]:
+        """(w, h) device pixels the panel's view box covers on screen (at least 16 x 16)."""
+        scene = self.view.scene()
+        views = scene.views() if scene is not None else []
+        ratio = views[0].devicePixelRatioF() if views else 1.0
+        r = self.view.sceneBoundingRect()
+        return max(16, int(r.width() * ratio)), max(16, int(r.height() * ratio))
+
+    def set_image(self, image: np.ndarray, max_scale: float = 1.0) -> None:
+        """Show a full frame, resized once to the panel's on-screen size (and at most `max_scale`
+        times the frame's own size)."""
         h, w = image.shape[:2]
-        if (w, h) != self.size_px:
+        new_size = (w, h) != self.size_px
+        if new_size:
             self.size_px = (w, h)
             self.view.setRange(QtCore.QRectF(0, 0, w, h), padding=0)
-        self.image.setImage(downscale(image, scale), levels=(0, 255), autoLevels=False)
-        self.image.setRect(QtCore.QRectF(0, 0, w, h))
+            self.overlay.set_frame_size((w, h))
+        sw, sh = self.screen_size_px()
+        cap = max(0.01, float(max_scale))
+        small = fit_image(image, (min(sw, int(w * cap)), min(sh, int(h * cap))))
+        old = self.image.image
+        self.image.setImage(small, levels=None, autoLevels=False)
+        if new_size or old is None or old.shape[:2] != small.shape[:2]:
+            self.image.setRect(QtCore.QRectF(0, 0, w, h))  # the item's scale is image px -> frame px
+
+    def set_title(self, text: str) -> None:
+        if text != self.title_text:
+            self.title_text = text
+            self.title.setText(text)
 
     def image_to_window(self, window: QtWidgets.QWidget, gview: pg.GraphicsView) -> list[float]:
         """[sx, ox, sy, oy]: window_x = sx * image_x + ox, window_y = sy * image_y + oy."""
@@ -136,7 +238,8 @@ class ViewerWindow(QtWidgets.QMainWindow):
         camera_names: panels, in order (at most four are shown).
         camera_sizes: full-frame (w, h) px per camera (from the calibration; refined by frames).
         corridor: floor and walls of the 3D view.
-        image_scale: downscaling of the camera images.
+        image_scale: camera images are shown at most this fraction of their full size (and never
+            larger than their panel on screen).
         screenshot_dir: where S / Ctrl+S writes PNGs.
         title: window title.
     """
@@ -161,7 +264,7 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.redraws = 0
         self.redraw_s_total = 0.0
         self.styles = StyleCache()
-        self._drawn_version = -1
+        self._drawn_traces = -1  # ViewState.trace_version the traces show
         self._drawn_pose: Any = None
         self._drawn_marks: Any = None
         self._last_traces = 0.0
@@ -338,9 +441,10 @@ class ViewerWindow(QtWidgets.QMainWindow):
     def redraw(self, force: bool = False) -> bool:
         """Draw what changed since the last redraw; returns True if anything was drawn.
 
-        The 3D view follows every new pose; a camera panel redraws when its frame, its 2D keypoints or
-        the pose changed; traces at most `TRACE_HZ`, the status text at most `STATUS_HZ` (neither
-        needs more, and both repaint large areas).
+        The 3D view follows every new pose; a camera panel redraws the parts whose frame, 2D keypoints
+        or pose changed (at most at the camera rate: it follows the poses, or the frames without
+        them); traces when a pose or a mark arrived, at most `TRACE_HZ`; the status text at most
+        `STATUS_HZ` (neither needs more, and both repaint large areas).
         """
         if self.paused and not force:
             self.status_label.setText("PAUSED (Space): the display is frozen, the pipeline keeps running")
@@ -359,10 +463,12 @@ class ViewerWindow(QtWidgets.QMainWindow):
             self._drawn_marks = marks_key
             self._draw_marks()
             drew = True
-        for name, panel in self.panels.items():
-            drew |= self._draw_camera(panel, pose_changed or force)
-        if force or (self.state.version != self._drawn_version and now - self._last_traces >= 1.0 / TRACE_HZ):
-            self._drawn_version = self.state.version
+        for panel in self.panels.values():
+            if force:
+                panel.drawn_frame = panel.drawn_keypoints = panel.drawn_pose = False
+            drew |= self._draw_camera(panel)
+        if force or (self.state.trace_version != self._drawn_traces and now - self._last_traces >= 1.0 / TRACE_HZ):
+            self._drawn_traces = self.state.trace_version
             self._last_traces = now
             self._draw_traces()
             drew = True
@@ -411,15 +517,17 @@ class ViewerWindow(QtWidgets.QMainWindow):
         else:
             self.placements.setData(pos=np.zeros((0, 3)))
 
-    def _draw_camera(self, panel: CameraPanel, pose_changed: bool) -> bool:
+    def _draw_camera(self, panel: CameraPanel) -> bool:
+        """Draw what `ViewState.panel_content` says this panel shows; only the parts that changed."""
         st = self.state
+        content: PanelContent = st.panel_content(panel.name)
         drew = False
-        frame = st.frames.get(panel.name)
-        if frame is not None and frame is not panel.drawn_frame:
+        frame, kp, pose = content.frame, content.keypoints, content.pose
+        if frame is not panel.drawn_frame:
             panel.drawn_frame = frame
-            panel.set_image(np.asarray(frame.image), self.image_scale)
+            if frame is not None:
+                panel.set_image(np.asarray(frame.image), self.image_scale)
             drew = True
-        kp = st.keypoints2d.get(panel.name)
         if kp is not panel.drawn_keypoints:
             panel.drawn_keypoints = kp
             drew = True
@@ -429,28 +537,26 @@ class ViewerWindow(QtWidgets.QMainWindow):
                 cols = keypoint_colors(kp.keypoint_names)
                 alpha = confidence_alpha(lik)
                 ok = np.all(np.isfinite(xy), axis=1)
-                pens = [self.styles.pen(cols[i], alpha[i]) for i in np.flatnonzero(ok)]
-                panel.detections.setData(pos=xy[ok], pen=pens, brush=None)
+                panel.overlay.set_detections(xy[ok], [self.styles.pen(cols[i], alpha[i]) for i in np.flatnonzero(ok)])
             else:
-                panel.detections.setData([], [])
-        if pose_changed:
+                panel.overlay.set_detections(None, [])
+        if pose is not panel.drawn_pose:
+            panel.drawn_pose = pose
             drew = True
-            uv = st.reprojection(panel.name)
-            if uv is not None and st.pose is not None:
-                names = tuple(st.pose.keypoint_names)
+            uv = st.reprojection(panel.name, pose) if pose is not None else None
+            if uv is not None:
+                names = tuple(pose.keypoint_names)
                 cols = keypoint_colors(names)
-                alpha = confidence_alpha(st.pose.score)
+                alpha = confidence_alpha(pose.score)
                 ok = np.all(np.isfinite(uv), axis=1)
                 brushes = [self.styles.brush(cols[i], alpha[i]) for i in np.flatnonzero(ok)]
-                panel.reproj.setData(pos=uv[ok], brush=brushes)
-                seg = segment_vertices(uv, skeleton_index_pairs(names))
-                if len(seg):
-                    panel.reproj_lines.setData(seg[:, 0], seg[:, 1])
-                else:
-                    panel.reproj_lines.setData([], [])
+                panel.overlay.set_reprojection(uv[ok], brushes, segment_vertices(uv, skeleton_index_pairs(names)))
             else:
-                panel.reproj.setData([], [])
-                panel.reproj_lines.setData([], [])
+                panel.overlay.set_reprojection(None, [], np.zeros((0, 2)))
+        if drew:
+            shown = frame if frame is not None else kp if kp is not None else pose
+            panel.shown_ns = int(shown.capture_ns) if shown is not None else None
+            panel.set_title(panel.name if content.matched else f"{panel.name} (newest frame, none for the pose)")
         return drew
 
     def _draw_traces(self) -> None:
@@ -465,16 +571,28 @@ class ViewerWindow(QtWidgets.QMainWindow):
         if top != self._speed_top:
             self._speed_top = top
             self.speed_plot.setYRange(0.0, top, padding=0)
-        td, lo = [], []
+        td: list[tuple[float, float, QtGui.QBrush]] = []
+        lo: list[tuple[float, float, QtGui.QBrush]] = []
         for dt, h, m in self.state.trace_marks():
-            spot = {"pos": (dt, h), "brush": self.styles.brush(PAW_COLORS.get(m.paw, (255, 255, 255)))}
-            (td if m.kind == "touchdown" else lo if m.kind == "liftoff" else td).append(spot)
-        self.touchdown_marks.setData(td)
-        self.liftoff_marks.setData(lo)
+            spot = (dt, h, self.styles.brush(PAW_COLORS.get(m.paw, (255, 255, 255))))
+            (lo if m.kind == "liftoff" else td).append(spot)
+        for item, spots in ((self.touchdown_marks, td), (self.liftoff_marks, lo)):
+            if spots:
+                item.setData(x=[s[0] for s in spots], y=[s[1] for s in spots], brush=[s[2] for s in spots])
+            else:
+                item.setData([], [])
+
+    def shown_ns(self) -> int | None:
+        """Capture time of what is on display: the 3D pose's moment (the camera panels show the frames
+        of that moment when they have them), else the newest camera panel's; None if nothing is."""
+        if self.state.pose is not None:
+            return int(self.state.pose.capture_ns)
+        times = [p.shown_ns for p in self.panels.values() if p.shown_ns is not None]
+        return max(times) if times else None
 
     def _draw_status(self) -> None:
         local_now = time.monotonic_ns() if self.session_is_local else None
-        fields = self.state.status_fields(local_now)
+        fields = self.state.status_fields(local_now, self.shown_ns())
         text = "   ".join(f"{k}: {v}" for k, v in fields) if fields else "waiting for data"
         if self.extra_status is not None:
             text = f"{self.extra_status()}   {text}"
