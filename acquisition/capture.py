@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     cam = cams[args.camera]
     process = f"camera/{cam.name}"
     t0_ns = args.t0_ns if args.t0_ns is not None else now_ns()
+    # the session start as stats report it: unknown (None) while waiting at the start gate
+    start: dict[str, int | None] = {"t0_ns": None if args.t0_file else t0_ns}
     period_ns = int(round(1e9 / cam.fps))
     syn = rig.synthetic
     faults = FaultInjector(
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def publish_stats(final: bool = False) -> None:
         stats = dict(counters, camera=cam.name, fps=rate.rate(), ready=True, final=final, pid=os.getpid(),
-                     grab_ms=grab_cost.summary(), t0_ns=t0_ns, started=counters["captured"] > 0)
+                     grab_ms=grab_cost.summary(), t0_ns=start["t0_ns"], started=counters["captured"] > 0)
         send_packet(pub, StatsPacket(process=process, sent_ns=now_ns(), stats=stats), block=False)
 
     rc = 0
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SourceError(f"camera {cam.name}: cannot open source {cam.source!r}: {e}") from e
         if args.t0_file:
             t0_ns = _wait_for_start(args.t0_file, stop, publish_stats)
-            counters["t0_ns"] = t0_ns
+            start["t0_ns"] = t0_ns
             if hasattr(source, "t0_ns"):
                 source.t0_ns = t0_ns
         _sleep_until(t0_ns, stop)

@@ -36,7 +36,7 @@ log = logging.getLogger("events")
 
 _THRESHOLD_KEYS = ("touchdown_height_mm", "liftoff_height_mm", "touchdown_speed_mm_s", "liftoff_speed_mm_s",
                    "min_duration_ms", "speed_window_ms", "liftoff_distance_mm", "last_frame_fraction",
-                   "max_gap_ms")
+                   "max_gap_ms", "floor_tolerance_mm", "max_two_view_error_px")
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,18 @@ class EventsStage:
         out[ok] = points[idx[ok]]
         return out
 
+    @staticmethod
+    def _take_1d(values: Any, idx: np.ndarray, n_keypoints: int) -> np.ndarray | None:
+        """(K,) per-keypoint values -> (P,) for the paws (NaN where absent); None if the packet does
+        not carry them for every keypoint (the detector then judges positions alone)."""
+        a = np.asarray(values, np.float64) if values is not None else np.zeros(0)
+        if a.shape != (n_keypoints,):
+            return None
+        out = np.full(len(idx), np.nan)
+        ok = idx >= 0
+        out[ok] = a[idx[ok]]
+        return out
+
     def handle(self, pose: Pose3DPacket) -> list[EventPacket]:
         """One frame set -> the events it decided (stamped; already offered to the outputs)."""
         t_start = now_ns()
@@ -116,7 +128,13 @@ class EventsStage:
         paws = self._take(pts, paw_idx)
         if not np.isfinite(paws).any():
             c.frames_without_paws += 1
-        events = self.detector.feed(pose.capture_ns, paws, pose.frame_set_index)
+        # per-paw measurement quality from fusion: coasted or doubtful two-view paws are not trusted
+        n_cam = self._take_1d(pose.n_cameras, paw_idx, len(pose.keypoint_names))
+        err = self._take_1d(pose.reprojection_error_px, paw_idx, len(pose.keypoint_names))
+        if n_cam is not None:
+            n_cam = np.where(np.isfinite(n_cam), n_cam, -1).astype(np.int64)
+            n_cam[n_cam < 0] = 99  # unknown count (absent paw: its position is NaN anyway)
+        events = self.detector.feed(pose.capture_ns, paws, pose.frame_set_index, n_cam, err)
         events += self.rules.feed(pose.capture_ns, self._take(pts, kp_idx), pose.frame_set_index)
         # With forward prediction on, filtered_mm is where fusion expects the keypoints
         # `predicted_ahead_ms` after the capture: the onsets found on it are that much later.

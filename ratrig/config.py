@@ -176,6 +176,8 @@ class EventsConfig:
     liftoff_distance_mm: Union[float, None] = None  # a planted paw must also move this far to lift off
     last_frame_fraction: Union[float, None] = None  # see events.paw.PawThresholds (default 0.8)
     max_gap_ms: Union[float, None] = None  # a paw unseen for longer is forgotten (default 250)
+    floor_tolerance_mm: Union[float, None] = None  # a paw lower than -this is a triangulation error (default 8)
+    max_two_view_error_px: Union[float, None] = None  # 2-view paws with a larger reprojection error are ignored (default inf: off)
     paws: dict[str, dict[str, float]] = field(default_factory=dict)  # per-paw overrides of the above
     # output plugins: tables with type = "serial" | "udp" | "zmq" | "python"; validated by `events`
     outputs: list[dict[str, Any]] = field(default_factory=list)

@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                     ev.add_pose3d(pkt)
                 elif isinstance(pkt, EventPacket):
                     ev.add_event(pkt)
-                elif isinstance(pkt, StatsPacket) and ev.t0_ns is None and "t0_ns" in pkt.stats:
-                    ev.t0_ns = int(pkt.stats["t0_ns"])
+                elif isinstance(pkt, StatsPacket) and ev.t0_ns is None and pkt.stats.get("t0_ns") is not None:
+                    ev.t0_ns = int(pkt.stats["t0_ns"])  # cameras report it once the shared start is known
         if now_ns() - last > 1_000_000_000:
             publish()
             last = now_ns()

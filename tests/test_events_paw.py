@@ -163,3 +163,59 @@ def test_speed_noise_on_a_planted_paw_is_not_a_liftoff():
     assert [e.name for e in events] == [LIFTOFF]
     # frame 40 (x 10) is only 4 mm from frame 39 (x 6): 120 mm/s; frame 41 is fast and 17 mm away
     assert events[0].frame_set_index == 41
+
+
+def test_unreliable_paw_frames_do_not_toggle_state():
+    """Below-floor positions, coasted filter output (n_cameras 0) and doubtful two-view
+    triangulations are treated as unseen: a standing paw does not lift off on them."""
+    th = dataclasses.replace(default_thresholds(), max_two_view_error_px=3.0)
+    det = PawPlacementDetector({p: th for p in PAWS}, clock=lambda: 0)
+    still = np.tile([[0.0, 0.0, 4.0]], (4, 1))
+    dt = int(1e9 / 30)
+    n_cam, err = np.full(4, 3), np.full(4, 1.0)
+    events = []
+    for k in range(10):
+        events += det.feed(k * dt, still, k, n_cam, err)
+    assert events == [] and det.states["front_left_paw"] == STANCE
+    high = still.copy()
+    high[0] = [60.0, 0.0, 40.0]
+    below = still.copy()
+    below[0] = [60.0, 0.0, -30.0]  # 30 mm under the floor: a triangulation error
+    coasted, doubtful = n_cam.copy(), err.copy()
+    coasted[0] = 0
+    two_views = n_cam.copy()
+    two_views[0] = 2
+    doubtful[0] = 9.0
+    k = 10
+    for pos, n, e in [(below, n_cam, err), (high, coasted, err), (high, two_views, doubtful)]:
+        events += det.feed(k * dt, pos, k, n, e)
+        k += 1
+    assert events == [] and det.states["front_left_paw"] == STANCE
+    # the same frames without the quality arrays: the position alone still rules out the floor case...
+    assert det.feed(k * dt, below) == []
+    # ...and a consistent two-view lift is a lift-off
+    lifted = det.feed((k + 1) * dt, high, k + 1, two_views, err)
+    assert [(e.name, e.subject) for e in lifted] == [(LIFTOFF, "front_left_paw")]
+    with pytest.raises(ValueError, match=r"n_cameras: expected shape \(4,\)"):
+        det.feed((k + 2) * dt, still, k + 2, np.zeros(3), err)
+
+
+def test_below_floor_outliers_are_not_steps(walk):
+    """A hidden paw guessed by the 2D model in both of its only two views triangulates far off,
+    often under the floor; those frames must not make touchdowns (precision), and the floor
+    tolerance must not cost touchdowns of a clean walk."""
+    exact = walk.keypoints_mm[:, PAW_IDX]
+    stream = degrade(exact, FPS, 3.0, seed=5)
+    rng = np.random.default_rng(11)
+    bad = rng.random(stream.shape[:2]) < 0.15
+    stream = stream.copy()
+    stream[bad] += rng.normal(0.0, 40.0, (int(bad.sum()), 3))
+    stream[bad, 2] = rng.uniform(-40.0, -10.0, int(bad.sum()))
+    end = walk.times_s[-1] - 0.3
+    off = dataclasses.replace(default_thresholds(), floor_tolerance_mm=1e6)
+    _, ev_off = run_detector(walk.times_s, stream, off)
+    _, ev_on = run_detector(walk.times_s, stream)
+    s_off = score_touchdowns(ev_off, walk.contacts, T0_NS, skip_s=0.5, end_s=end)
+    s_on = score_touchdowns(ev_on, walk.contacts, T0_NS, skip_s=0.5, end_s=end)
+    assert s_off.precision < 0.8, s_off  # the outliers do break the detector without the gate
+    assert s_on.precision >= 0.95 and s_on.recall >= 0.9, s_on

@@ -260,3 +260,38 @@ def test_stage_shifts_onsets_of_predicted_ahead_poses():
     assert plain.capture_ns == ahead.capture_ns == 20 * dt
     assert ahead.extra["onset_ns"] - plain.extra["onset_ns"] == 40_000_000
     assert ahead.extra["predicted_ahead_ms"] == 40.0 and "predicted_ahead_ms" not in plain.extra
+
+
+def test_stage_ignores_coasted_paws_and_packets_without_quality():
+    """EventsStage hands fusion's per-keypoint n_cameras to the detector: a paw the filter only
+    coasted (n_cameras 0) cannot lift off; a packet without per-keypoint counts is judged by
+    positions alone."""
+    from events.process import EventsStage, setup_from_config
+    from ratrig.config import config_from_dict
+
+    setup = setup_from_config(config_from_dict({"cameras": [{"name": "a", "source": "synthetic"}]}))
+    dt = int(1e9 / 30)
+    paw = KEYPOINTS.index("front_left_paw")
+
+    def run(n_cameras_up):
+        stage = EventsStage(setup, [])
+        out = []
+        for k in range(14):
+            pts = np.zeros((len(KEYPOINTS), 3))
+            pts[:, 2] = 4.0
+            n_cam = np.full(8, 3, np.int8)
+            if k >= 10:  # the paw "rises" on frames the filter had no measurement for
+                pts[paw] = [10.0 * (k - 9), 0.0, 30.0]
+                n_cam = n_cameras_up(n_cam)
+            out += stage.handle(Pose3DPacket(k, k * dt, KEYPOINTS, ("a",), pts, pts, np.ones(8), n_cam,
+                                             np.ones(8), {}, 0.0))
+        return [(e.name, e.subject) for e in out]
+
+    def coasted(n):
+        n = n.copy()
+        n[paw] = 0
+        return n
+
+    assert run(coasted) == []
+    assert run(lambda n: n) == [("liftoff", "front_left_paw")]
+    assert run(lambda n: np.zeros(0, np.int8)) == [("liftoff", "front_left_paw")]
