@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.bouts import BoutParams, Bouts, straight_walking_bouts, trunk_kinematics
-from analysis.contacts import ContactParams, PawContacts, detect_contacts, fill_short_gaps
+from analysis.contacts import (ContactParams, PawContacts, TrackCleanParams, clean_paw_track, detect_contacts,
+                               fill_short_gaps)
 from analysis.quality import FloorPlane
 from analysis.session import PAW_CODES, PAW_LIMB, PAW_SIDE, PoseSession
 from ratrig.skeleton import PAWS
@@ -64,6 +65,7 @@ PHASE_PAIRS: dict[str, tuple[str, str]] = {
 
 @dataclass(frozen=True, slots=True)
 class GaitParams:
+    clean: TrackCleanParams = field(default_factory=TrackCleanParams)
     contacts: ContactParams = field(default_factory=ContactParams)
     bouts: BoutParams = field(default_factory=BoutParams)
     max_stride_s: float = 1.5  # longer "strides" are pauses
@@ -88,11 +90,23 @@ class GaitResult:
     summary: dict
 
 
-def paw_heights_mm(session: PoseSession, floor: FloorPlane | None) -> dict[str, np.ndarray]:
-    """Paw -> (T,) height above the floor plane (or above z = 0 without a fit), mm."""
+def paw_tracks_mm(session: PoseSession, params: TrackCleanParams = TrackCleanParams()) -> dict[str, np.ndarray]:
+    """Paw -> (T, 3) cleaned track (outliers dropped, holes bridged, zero-phase smoothed; see
+    `clean_paw_track`), using the session's reprojection errors where it has them."""
     out = {}
     for paw in PAWS:
-        p = session.kp(paw)
+        err = session.error_px[:, session.index(paw)] if session.error_px is not None else None
+        out[paw] = clean_paw_track(session.times_s, session.kp(paw), err, params)
+    return out
+
+
+def paw_heights_mm(session: PoseSession, floor: FloorPlane | None,
+                   tracks: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Paw -> (T,) height above the floor plane (or above z = 0 without a fit), mm; of `tracks`
+    (paw -> (T, 3)) when given, else of the session's raw paws."""
+    out = {}
+    for paw in PAWS:
+        p = tracks[paw] if tracks is not None else session.kp(paw)
         out[paw] = floor.height_mm(p) if floor is not None else p[:, 2].copy()
     return out
 
@@ -121,11 +135,16 @@ def _nearest(sorted_t: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def stride_table(session: PoseSession, contacts: dict[str, PawContacts], bouts: Bouts,
-                 kin: dict[str, np.ndarray], params: GaitParams) -> pd.DataFrame:
-    """Contacts and bouts -> one row per stride inside a bout (columns documented in the module)."""
+                 kin: dict[str, np.ndarray], params: GaitParams,
+                 tracks: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """Contacts and bouts -> one row per stride inside a bout (columns documented in the module).
+
+    Prints are measured on `tracks` (paw -> (T, 3), the cleaned tracks) when given, else on the raw paws.
+    """
     t = session.times_s
+    track = tracks if tracks is not None else {p: session.kp(p) for p in PAWS}
     center = kin["center_mm"][:, :2]
-    prints = {p: _stance_means(session.kp(p), contacts[p]) for p in PAWS}
+    prints = {p: _stance_means(track[p], contacts[p]) for p in PAWS}
     td = {p: contacts[p].touchdown_s for p in PAWS}
     bout_of = {p: bouts.bout_of_time(td[p]) for p in PAWS}
     rows = []
@@ -139,7 +158,7 @@ def stride_table(session: PoseSession, contacts: dict[str, PawContacts], bouts: 
         dur = td1 - td0
         keep = (b0 >= 0) & (b0 == b1) & (dur <= params.max_stride_s)
         # the paw must be seen throughout the stride (gaps short enough to be interpolated aside)
-        seen = fill_short_gaps(t, session.kp(paw), params.contacts.max_fill_ms / 1000.0)
+        seen = fill_short_gaps(t, track[paw], params.contacts.max_fill_ms / 1000.0)
         finite = np.all(np.isfinite(seen), axis=1)
         cnan = np.r_[0, np.cumsum(~finite)]
         keep &= (cnan[c.first_frame[i + 1] + 1] - cnan[c.first_frame[i]]) == 0
@@ -363,9 +382,10 @@ def analyse_gait(session: PoseSession, floor: FloorPlane | None, params: GaitPar
     missing = [p for p in PAWS if not session.has(p)]
     if missing:
         raise KeyError(f"gait analysis needs all four paws; session {session.meta.session_id!r} lacks {missing}")
-    heights = paw_heights_mm(session, floor)
-    contacts = {p: detect_contacts(session.times_s, session.kp(p), heights[p], params.contacts) for p in PAWS}
+    tracks = paw_tracks_mm(session, params.clean)
+    heights = paw_heights_mm(session, floor, tracks)
+    contacts = {p: detect_contacts(session.times_s, tracks[p], heights[p], params.contacts) for p in PAWS}
     kin = trunk_kinematics(session, params.bouts.smooth_s)
     bouts = straight_walking_bouts(session, params.bouts, kin)
-    strides = stride_table(session, contacts, bouts, kin, params)
+    strides = stride_table(session, contacts, bouts, kin, params, tracks)
     return GaitResult(contacts, bouts, strides, gait_summary(session, contacts, bouts, strides))

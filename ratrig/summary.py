@@ -102,8 +102,9 @@ def build_summary(
             if key in fusion:
                 out["fusion"][key] = fusion[key]
     ev = stats.get("events")
-    if ev is not None and ev.get("capture_to_event_ms"):
-        latency["capture_to_event"] = _combine([ev["capture_to_event_ms"]])
+    if ev is not None and ev.get("capture_to_event_ms_p50") is not None:
+        latency["capture_to_event"] = {"p50": round(float(ev["capture_to_event_ms_p50"]), 3),
+                                       "p99": round(float(ev["capture_to_event_ms_p99"]), 3)}
     if latency:
         out["latency_ms"] = latency
 
@@ -113,8 +114,8 @@ def build_summary(
             out["accuracy"] = dict(evaluator["accuracy"])
         if evaluator.get("events"):
             out["events"] = dict(evaluator["events"])
-    if ev is not None and ev.get("counts"):
-        out.setdefault("events", {})["counts"] = dict(ev["counts"])
+    if ev is not None and ev.get("events"):
+        out.setdefault("events", {})["counts"] = dict(ev["events"])
     out["processes"] = {k: dict(v) for k, v in processes.items()}
     out["problems"] = list(events or [])
     if facts:
