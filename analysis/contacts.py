@@ -37,6 +37,7 @@ class TrackCleanParams:
     """How a paw track is cleaned before stances are detected and prints measured (0 turns a step off)."""
 
     max_error_px: float = 8.0  # larger reprojection error: a wrong match (fusion's own outlier threshold)
+    below_floor_mm: float = 15.0  # a sample this far under the paw's floor level is impossible
     outlier_window_ms: float = 250.0  # running median the samples are compared with (about a step)
     outlier_mm: float = 20.0  # a sample farther than this from the running median is an outlier...
     outlier_sigmas: float = 5.0  # ...or than this many per-axis noise sigmas (robust), if larger
@@ -60,12 +61,15 @@ def clean_paw_track(
     paw_mm: np.ndarray,
     error_px: np.ndarray | None = None,
     params: TrackCleanParams = TrackCleanParams(),
+    height_mm: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(T,) times, (T, 3) raw paw positions, optional (T,) reprojection errors -> (T, 3) cleaned track.
+    """(T,) times, (T, 3) raw paw positions, optional (T,) reprojection errors and (T,) heights above
+    the floor -> (T, 3) cleaned track.
 
     Rows are put on the camera's frame grid (the median frame period), so frames the pipeline dropped
     count as holes rather than shortening time. Then: samples with `error_px > max_error_px` are
-    dropped; samples farther from the running median (of `outlier_window_ms`, NaN holes bridged) than
+    dropped, and so are samples more than `below_floor_mm` under the paw's floor level (its median
+    height) when heights are given; samples farther from the running median (of `outlier_window_ms`, NaN holes bridged) than
     max(`outlier_mm`, `outlier_sigmas` x the per-axis noise sigma, from the median deviation) are dropped, twice (a
     cleaner median finds the rest); holes up to `max_fill_ms` are interpolated; finite runs are
     smoothed with a zero-phase Savitzky-Golay filter of `smooth_ms`. Longer holes stay NaN.
@@ -77,6 +81,14 @@ def clean_paw_track(
     if error_px is not None and params.max_error_px > 0:
         with np.errstate(invalid="ignore"):
             p[np.asarray(error_px, dtype=float) > params.max_error_px] = np.nan
+    if height_mm is not None and params.below_floor_mm > 0:
+        # a paw cannot be under the floor: a two-view triangulation that puts it there is wrong. The
+        # paw's floor level is its median height (a walking paw stands more than half the time).
+        h = np.asarray(height_mm, dtype=float)
+        ok = np.isfinite(h) & np.all(np.isfinite(p), axis=1)
+        if ok.any():
+            with np.errstate(invalid="ignore"):
+                p[h < float(np.median(h[ok])) - params.below_floor_mm] = np.nan
     period = float(np.median(np.diff(t)))
     if not period > 0:
         return p
@@ -122,6 +134,9 @@ class ContactParams:
     baseline_percentile: float = 25.0  # of the heights while the paw is still: its floor level
     max_fill_ms: float = 100.0  # shorter tracking gaps are interpolated before detection
     noise_sigmas: float = 2.0  # the touchdown height is at least this many sigmas of a resting paw's height
+    # the touchdown speed is at least this many sigmas of one velocity component of a resting paw:
+    # 2.8 is the 95th percentile of the length of a 3D Gaussian vector (chi, 3 degrees of freedom)
+    speed_noise_sigmas: float = 2.8
 
     def __post_init__(self) -> None:
         if self.liftoff_height_mm < self.touchdown_height_mm:
@@ -176,9 +191,12 @@ def detect_contacts(
 ) -> PawContacts:
     """(T,) times, (T, 3) paw positions, (T,) paw heights above the floor -> the paw's stances.
 
-    `height_mm` is usually `FloorPlane.height_mm(paw_mm)`; the paw's baseline is subtracted here.
-    Tracking gaps up to `max_fill_ms` are interpolated first; longer NaN runs are neither stance nor
-    swing evidence and end a stance.
+    `height_mm` is usually `FloorPlane.height_mm(paw_mm)`; the paw's floor level (the
+    `baseline_percentile` of its heights while still) is subtracted here. The touchdown height and
+    speed are raised above the parameters' values where the track's own noise (measured on the still
+    paw) would otherwise cross them; the liftoff thresholds keep their margin over the touchdown ones.
+    Pass a cleaned track (`clean_paw_track`) for triangulated data. Tracking gaps up to `max_fill_ms`
+    are interpolated first; longer NaN runs are neither stance nor swing evidence and end a stance.
     """
     t = np.asarray(times_s, dtype=float)
     both = fill_short_gaps(t, np.c_[paw_mm, height_mm], params.max_fill_ms / 1000.0)
@@ -207,7 +225,7 @@ def detect_contacts(
     with np.errstate(invalid="ignore"):
         near = finite & (h < td_h) & np.isfinite(vz)
     sigma_v = 1.4826 * float(np.median(np.abs(vz[near] - np.median(vz[near])))) if near.sum() >= 3 else 0.0
-    td_v = max(params.touchdown_speed_mm_s, params.noise_sigmas * np.sqrt(3.0) * sigma_v)
+    td_v = max(params.touchdown_speed_mm_s, params.speed_noise_sigmas * sigma_v)
     lo_v = td_v * params.liftoff_speed_mm_s / params.touchdown_speed_mm_s if params.touchdown_speed_mm_s > 0 else td_v
     with np.errstate(invalid="ignore"):
         strong = (h < td_h) & (v < td_v)

@@ -90,13 +90,17 @@ class GaitResult:
     summary: dict
 
 
-def paw_tracks_mm(session: PoseSession, params: TrackCleanParams = TrackCleanParams()) -> dict[str, np.ndarray]:
+def paw_tracks_mm(session: PoseSession, params: TrackCleanParams = TrackCleanParams(),
+                  floor: FloorPlane | None = None) -> dict[str, np.ndarray]:
     """Paw -> (T, 3) cleaned track (outliers dropped, holes bridged, zero-phase smoothed; see
-    `clean_paw_track`), using the session's reprojection errors where it has them."""
+    `clean_paw_track`), using the session's reprojection errors where it has them and heights above
+    `floor` (or above z = 0 without one) to drop positions under the floor."""
     out = {}
     for paw in PAWS:
         err = session.error_px[:, session.index(paw)] if session.error_px is not None else None
-        out[paw] = clean_paw_track(session.times_s, session.kp(paw), err, params)
+        raw = session.kp(paw)
+        height = floor.height_mm(raw) if floor is not None else raw[:, 2]
+        out[paw] = clean_paw_track(session.times_s, raw, err, params, height)
     return out
 
 
@@ -382,7 +386,7 @@ def analyse_gait(session: PoseSession, floor: FloorPlane | None, params: GaitPar
     missing = [p for p in PAWS if not session.has(p)]
     if missing:
         raise KeyError(f"gait analysis needs all four paws; session {session.meta.session_id!r} lacks {missing}")
-    tracks = paw_tracks_mm(session, params.clean)
+    tracks = paw_tracks_mm(session, params.clean, floor)
     heights = paw_heights_mm(session, floor, tracks)
     contacts = {p: detect_contacts(session.times_s, tracks[p], heights[p], params.contacts) for p in PAWS}
     kin = trunk_kinematics(session, params.bouts.smooth_s)
