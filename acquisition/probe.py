@@ -15,7 +15,7 @@ from ratrig.clock import now_ns
 from ratrig.config import ConfigError, Endpoints, load_config
 from ratrig.messages import FramePacket, StatsPacket
 from ratrig.stats import LatencyWindow, RateMeter, install_stop_handlers
-from ratrig.transport import ReceiveCounters, make_pub, make_sub, recv_packet, send_packet
+from ratrig.transport import ReceiveCounters, make_pub, make_sub, recv_all, send_packet
 
 log = logging.getLogger("ratrig.probe")
 
@@ -51,12 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     while not stop[0]:
         if poller.poll(100):
-            while True:
-                pkt = recv_packet(sub, counters, zmq.NOBLOCK)
-                if pkt is None:
-                    if not sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                        break
-                    continue
+            for pkt in recv_all(sub, counters):
                 if isinstance(pkt, FramePacket) and pkt.camera in per_cam:
                     v = per_cam[pkt.camera]
                     v["received"] += 1

@@ -7,7 +7,7 @@ raises out of a receive loop.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import zmq
@@ -85,13 +85,22 @@ def drain_newest(sock: zmq.Socket, counters: ReceiveCounters, max_messages: int 
     Older packets of a topic are counted in `counters.skipped`. Never blocks.
     """
     newest: dict[bytes, Packet] = {}
-    for _ in range(max_messages):
-        packet = recv_packet(sock, counters, zmq.NOBLOCK)
-        if packet is None:
-            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                break
-            continue
+    for packet in recv_all(sock, counters, max_messages):
         if packet.topic in newest:
             counters.skipped += 1
         newest[packet.topic] = packet
     return newest
+
+
+def recv_all(sock: zmq.Socket, counters: ReceiveCounters, max_messages: int = 100_000) -> Iterator[Packet]:
+    """Every packet waiting on `sock` right now, in order (recorder-style: nothing skipped).
+
+    Malformed messages are counted and left out. Never blocks.
+    """
+    for _ in range(max_messages):
+        packet = recv_packet(sock, counters, zmq.NOBLOCK)
+        if packet is None:
+            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return
+            continue
+        yield packet

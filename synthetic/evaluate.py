@@ -26,7 +26,7 @@ from ratrig.clock import now_ns
 from ratrig.config import ConfigError, Endpoints, load_config
 from ratrig.messages import EventPacket, Keypoints2DPacket, Pose3DPacket, StatsPacket
 from ratrig.stats import install_stop_handlers
-from ratrig.transport import ReceiveCounters, make_pub, make_sub, recv_packet, send_packet
+from ratrig.transport import ReceiveCounters, make_pub, make_sub, recv_all, send_packet
 
 log = logging.getLogger("ratrig.evaluate")
 
@@ -167,12 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 
     while not stop[0]:
         if sub.poll(100):
-            while True:
-                pkt = recv_packet(sub, counters, zmq.NOBLOCK)
-                if pkt is None:
-                    if not sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                        break
-                    continue
+            for pkt in recv_all(sub, counters):
                 if isinstance(pkt, Keypoints2DPacket):
                     ev.add_pose2d(pkt)
                 elif isinstance(pkt, Pose3DPacket):

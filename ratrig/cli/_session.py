@@ -31,7 +31,7 @@ from ratrig.messages import StatsPacket
 from ratrig.summary import build_summary
 from ratrig.supervisor import ProcessSpec, Supervisor
 from ratrig.tomlio import atomic_write_text
-from ratrig.transport import ReceiveCounters, make_sub, recv_packet
+from ratrig.transport import ReceiveCounters, make_sub, recv_all
 
 log = logging.getLogger("ratrig.session")
 
@@ -155,12 +155,7 @@ class StatsCollector:
     def pump(self, timeout_ms: int = 0) -> None:
         if not self.sub.poll(timeout_ms):
             return
-        while True:
-            pkt = recv_packet(self.sub, self.counters, zmq.NOBLOCK)
-            if pkt is None:
-                if not self.sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                    return
-                continue
+        for pkt in recv_all(self.sub, self.counters):
             if isinstance(pkt, StatsPacket):
                 stats = dict(pkt.stats)
                 self.latest[pkt.process] = stats
