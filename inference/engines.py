@@ -472,6 +472,18 @@ def _same_shape_groups(images: Sequence[np.ndarray]) -> list[list[int]]:
     return list(groups.values())
 
 
+def infer_batched(prep: Mapping[str, FramePrep], run_batch: Any, cameras: Sequence[str],
+                  frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """One forward pass per group of same-shape prepared frames -> (J, 3) full-frame pose per camera."""
+    images = [prep[c].prepare(f) for c, f in zip(cameras, frames)]
+    poses: list[np.ndarray | None] = [None] * len(images)
+    for group in _same_shape_groups(images):
+        batch = run_batch(np.stack([images[i] for i in group]))
+        for k, i in enumerate(group):
+            poses[i] = prep[cameras[i]].finish(batch[k])
+    return poses  # type: ignore[return-value]
+
+
 def decode_scoremap(scmap: np.ndarray, locref: np.ndarray | None, stride: float, locref_stdev: float) -> np.ndarray:
     """DLC decoding, batched. (B, h, w, J) score map + (B, h, w, 2J) offsets -> (B, J, 3) x, y, p.
 
@@ -531,13 +543,7 @@ class TFBatchEstimator:
         return decode_scoremap(out[0], locref, self._stride, self._locref_stdev)
 
     def infer(self, cameras: Sequence[str], frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-        images = [self._prep[c].prepare(f) for c, f in zip(cameras, frames)]
-        poses: list[np.ndarray | None] = [None] * len(images)
-        for group in _same_shape_groups(images):
-            batch = self.run_batch(np.stack([images[i] for i in group]))
-            for k, i in enumerate(group):
-                poses[i] = self._prep[cameras[i]].finish(batch[k])
-        return poses  # type: ignore[return-value]
+        return infer_batched(self._prep, self.run_batch, cameras, frames)
 
     def close(self) -> None:
         self._sess.close()
@@ -586,13 +592,7 @@ class TorchBatchEstimator:
         return poses[:, 0].cpu().numpy().astype(np.float64)
 
     def infer(self, cameras: Sequence[str], frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-        images = [self._prep[c].prepare(f) for c, f in zip(cameras, frames)]
-        poses: list[np.ndarray | None] = [None] * len(images)
-        for group in _same_shape_groups(images):
-            batch = self.run_batch(np.stack([images[i] for i in group]))
-            for k, i in enumerate(group):
-                poses[i] = self._prep[cameras[i]].finish(batch[k])
-        return poses  # type: ignore[return-value]
+        return infer_batched(self._prep, self.run_batch, cameras, frames)
 
     def close(self) -> None:
         pass
