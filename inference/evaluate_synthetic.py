@@ -69,6 +69,20 @@ def summarise(err: np.ndarray, names: Sequence[str] = KEYPOINTS) -> dict[str, An
     return {"per_keypoint": {n: one(err[:, i]) for i, n in enumerate(names)}, "all": one(err.ravel())}
 
 
+def hidden_confidence(likelihood: np.ndarray, visible: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+    """(N, K) likelihoods, (N, K) visible -> how often the model reports a HIDDEN keypoint as seen.
+
+    A model that confidently guesses where a hidden paw is hands fusion a wrong view that it cannot
+    tell from a right one when only two cameras report the paw. Returns the share of hidden
+    keypoints with likelihood >= threshold (lower is better) and the same share for visible ones.
+    """
+    hidden = ~visible & np.isfinite(likelihood)
+    seen = visible & np.isfinite(likelihood)
+    return {"threshold": threshold, "n_hidden": int(hidden.sum()),
+            "hidden_above": round(float(np.mean(likelihood[hidden] >= threshold)), 4) if hidden.any() else float("nan"),
+            "visible_above": round(float(np.mean(likelihood[seen] >= threshold)), 4) if seen.any() else float("nan")}
+
+
 def evaluate(model: str, seed: int, n_times: int, resize: float) -> dict[str, Any]:
     from inference.engines import import_dlclive
 
@@ -78,10 +92,12 @@ def evaluate(model: str, seed: int, n_times: int, resize: float) -> dict[str, An
     preds = []
     for i, f in enumerate(data["frames"]):
         pose = live.init_inference(f) if i == 0 else live.get_pose(f)
-        preds.append(np.array(pose)[:, :2])
+        preds.append(np.array(pose)[:, :3])
     live.close()
-    err = keypoint_errors(np.array(preds), data["uv"], data["visible"])
+    pred = np.array(preds)
+    err = keypoint_errors(pred[..., :2], data["uv"], data["visible"])
     out = summarise(err)
+    out["likelihood"] = hidden_confidence(pred[..., 2], data["visible"])
     out.update({"model": str(model), "seed": seed, "frames": len(data["frames"]), "resize": resize,
                 "cameras": sorted(set(data["camera"])), "visible_keypoints": int(np.isfinite(err).sum())})
     return out
@@ -112,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"model {args.model}, held-out seed {args.seed}, {summary['frames']} frames, "
           f"{summary['visible_keypoints']} visible keypoints, resize {args.resize}")
     print(format_table(summary))
+    lk = summary["likelihood"]
+    print(f"likelihood >= {lk['threshold']}: {100 * lk['visible_above']:.1f} % of visible keypoints, "
+          f"{100 * lk['hidden_above']:.1f} % of {lk['n_hidden']} hidden ones (reported as seen although hidden)")
     worst_median = max(s["median_px"] for s in summary["per_keypoint"].values())
     worst_within = min(s["within_8px"] for s in summary["per_keypoint"].values())
     ok = worst_median <= 3.0 and worst_within >= 0.95

@@ -7,7 +7,10 @@ What it does, in order:
    random times of several simulated walks (seeds `TRAIN_SEEDS`, a few with a lesioned gait), all four
    cameras, randomised sensor noise / blur / exposure. Frames are resized by 0.5 with cv2.resize (what
    dlclive does with resize=0.5) and labels are the exact ground-truth projections scaled by 0.5;
-   keypoints the renderer reports as not visible are masked out of the loss. Most crops are centred
+   keypoints the renderer reports as not visible (hidden by the body, behind a wall) are negatives:
+   their score map must be zero everywhere, so the exported model says "not seen" (low likelihood)
+   instead of guessing where a hidden paw is (`--hidden masked` restores the older behaviour of
+   leaving them out of the loss). Most crops are centred
    on the rat (with jitter), the rest are anywhere in the frame, so the network also learns the empty
    corridor.
 2. Trains `inference.tfmodel` (about 0.55 M parameters, output stride 8) from scratch with Adam on ONE
@@ -115,10 +118,13 @@ def render_dataset(n_crops: int, seeds: Sequence[int], rng_seed: int = 0, log: A
     return {"images": images[:n], "xy": xy[:n], "visible": visible[:n]}
 
 
-def make_targets(xy: np.ndarray, visible: np.ndarray, size: int, stride: int, locref_stdev: float
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def make_targets(xy: np.ndarray, visible: np.ndarray, size: int, stride: int, locref_stdev: float,
+                 hidden_negative: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(B, K, 2) px + (B, K) visible -> score target (B, h, w, K), score weight (B, 1, 1, K),
     locref target (B, h, w, 2K) interleaved (dx, dy) in locref_stdev units, locref weight (B, h, w, 2K).
+
+    hidden_negative: a keypoint that is not visible gets an all-zero score target with full weight
+    (the model learns to report it as absent); otherwise it is left out of the score loss.
 
     Cell (i, j) stands for pixel (j * stride + stride / 2, i * stride + stride / 2), dlclive's decoding.
     """
@@ -128,12 +134,12 @@ def make_targets(xy: np.ndarray, visible: np.ndarray, size: int, stride: int, lo
     dx = xy[:, :, 0][:, None, None, :] - centres[None, None, :, None]  # (B, 1, w, K)
     dy = xy[:, :, 1][:, None, None, :] - centres[None, :, None, None]  # (B, h, 1, K)
     dist2 = dx ** 2 + dy ** 2  # (B, h, w, K)
-    pos = (dist2 <= POS_RADIUS_PX ** 2).astype(np.float32)
-    score_w = visible.astype(np.float32)[:, None, None, :]
+    pos = (dist2 <= POS_RADIUS_PX ** 2).astype(np.float32) * visible[:, None, None, :]
+    score_w = (np.ones_like(visible, np.float32) if hidden_negative else visible.astype(np.float32))[:, None, None, :]
     loc = np.zeros((b, cells, cells, k, 2), np.float32)
     loc[..., 0] = np.broadcast_to(dx, dist2.shape) / locref_stdev
     loc[..., 1] = np.broadcast_to(dy, dist2.shape) / locref_stdev
-    loc_w = np.repeat((pos * score_w)[..., None], 2, axis=-1)
+    loc_w = np.repeat(pos[..., None], 2, axis=-1)
     return pos, score_w, loc.reshape(b, cells, cells, 2 * k), loc_w.reshape(b, cells, cells, 2 * k)
 
 
@@ -160,7 +166,7 @@ LOCREF_WEIGHT = 5.0
 
 
 def train(data: dict[str, np.ndarray], minutes: float, seed: int, log: Any, batch_size: int = 16,
-          locref_weight: float = LOCREF_WEIGHT) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+          locref_weight: float = LOCREF_WEIGHT, hidden_negative: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Train for `minutes` of wall-clock time on one thread. Returns (numpy params, summary).
 
     Loss = score-map cross-entropy summed over the cells of each visible joint + `locref_weight` x
@@ -222,7 +228,7 @@ def train(data: dict[str, np.ndarray], minutes: float, seed: int, log: Any, batc
         lr.assign(rate)
         idx = rng.integers(0, n, batch_size)
         x, xy, vis = augment(data["images"][idx], data["xy"][idx], data["visible"][idx], rng, flip)
-        st, sw, lt, lw = make_targets(xy, vis, CROP, tfmodel.STRIDE, tfmodel.LOCREF_STDEV)
+        st, sw, lt, lw = make_targets(xy, vis, CROP, tfmodel.STRIDE, tfmodel.LOCREF_STDEV, hidden_negative)
         loss, sl, ll = step(tf.constant(x), tf.constant(st), tf.constant(sw), tf.constant(lt), tf.constant(lw))
         hist.append((float(loss), float(sl), float(ll)))
         steps += 1
@@ -236,7 +242,7 @@ def train(data: dict[str, np.ndarray], minutes: float, seed: int, log: Any, batc
     wall = time.monotonic() - t0
     final = np.mean(hist[-100:], axis=0) if hist else np.array([np.nan] * 3)
     summary = {"steps": steps, "images_seen": seen, "wall_s": round(wall, 1), "batch_size": batch_size,
-               "locref_weight": locref_weight,
+               "locref_weight": locref_weight, "hidden_keypoints": "negative" if hidden_negative else "masked",
                "final_loss": round(float(final[0]), 5), "final_score_loss": round(float(final[1]), 5),
                "final_locref_loss": round(float(final[2]), 5)}
     return {name: v.numpy() for name, v in params.items()}, summary
@@ -281,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m inference.train_synthetic", description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=19.0, help="training wall-clock budget")
     p.add_argument("--locref-weight", type=float, default=LOCREF_WEIGHT)
+    p.add_argument("--hidden", choices=("negative", "masked"), default="negative",
+                   help="hidden keypoints: zero score target (negative) or left out of the loss (masked)")
     p.add_argument("--crops", type=int, default=6000, help="training crops to render")
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "ratrig_synthrat_crops.npz"))
     p.add_argument("--out", default=str(DEFAULT_OUT), help="export folder")
@@ -322,7 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from inference import tfmodel
 
-    params, summary = train(data, args.minutes, args.seed, log, locref_weight=args.locref_weight)
+    params, summary = train(data, args.minutes, args.seed, log, locref_weight=args.locref_weight,
+                            hidden_negative=args.hidden == "negative")
     log(f"training done: {summary}")
     pb = tfmodel.export_dlc(params, out, KEYPOINTS, extra_cfg={
         "ratrig_note": "trained on synthetic renders by inference/train_synthetic.py; run with resize=0.5",
