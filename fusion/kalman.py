@@ -53,6 +53,7 @@ pipeline's latency it estimates where the keypoint is *now* rather than at captu
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,6 +89,9 @@ class KalmanOptions:
             views only (>= 1).
         velocity_time_constant_s: tau of the Ornstein-Uhlenbeck velocity (see the module
             docstring); inf gives the constant-velocity model.
+        report_max_sigma_mm: the filtered (and predicted) position is reported as NaN while its
+            standard deviation (largest axis) exceeds this; the track itself goes on (gating,
+            prior) until `max_coast_s`. inf reports every coasted estimate.
     """
 
     accel_noise_mm_s2: float = 10000.0
@@ -101,11 +105,12 @@ class KalmanOptions:
     max_speed_mm_s: float = 2000.0
     two_view_noise_factor: float = 8.0
     velocity_time_constant_s: float = 0.1
+    report_max_sigma_mm: float = math.inf
 
     def __post_init__(self) -> None:
         for name in ("accel_noise_mm_s2", "measurement_sigma_mm", "min_score", "initial_speed_sigma_mm_s",
                      "gate_sigma", "max_coast_s", "max_speed_mm_s",
-                     "velocity_time_constant_s"):
+                     "velocity_time_constant_s", "report_max_sigma_mm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"KalmanOptions.{name}: expected a number > 0, got {getattr(self, name)!r}")
         if self.mm_per_px < 0:
@@ -140,20 +145,8 @@ class KalmanOutput:
 
 
 @njit(cache=True, error_model="numpy")
-def kalman_step_kernel(
-    pos, vel, cov, active, last_update_s, rejections, cand, cand_t_s, t_s, dt, z, err_px, score, n_views,
-    accel_var, meas_var0, mm_per_px, min_score, init_vel_var, gate2, reinit_after, max_coast_s,
-    max_speed, two_view_factor, tau, lead_s, out_filtered, out_predicted, out_var, out_vel, out_status,
-):  # pragma: no cover - compiled
-    """Advance every keypoint by dt seconds and fuse z. State arrays are updated in place.
-
-    pos, vel (K, 3); cov (K, 3, 3) holding (P_pp, P_pv, P_vv) per axis; active (K,) bool;
-    last_update_s (K,); rejections (K,) int64; cand (K, 3) and cand_t_s (K,): the last gated
-    measurement and its time; z (K, 3) mm (NaN = no measurement); err_px, score (K,); n_views (K,) int.
-    """
-    n_kp = pos.shape[0]
-    # forward prediction over lead_s follows the same motion model
-    lead_f = tau * (1.0 - math.exp(-lead_s / tau)) if math.isfinite(tau) else lead_s
+def _motion(accel_var, tau, dt):  # pragma: no cover - compiled
+    """Discretised motion model over dt -> (velocity decay, position-from-velocity gain, Q_pp, Q_pv, Q_vv)."""
     if math.isfinite(tau):
         # Ornstein-Uhlenbeck velocity, x' = v, v' = -v / tau + w, white w of density accel_var * tau
         # (stationary speed sigma accel * tau / sqrt(2)): exact discretisation over dt
@@ -165,14 +158,29 @@ def kalman_step_kernel(
         q_pp = 2.0 * sv2 * tau * (dt - 2.0 * tau * (1.0 - dec) + tau * (1.0 - dec * dec) / 2.0)
         if q_pp < 0.0:  # rounding for dt << tau
             q_pp = 0.0
-    else:
-        # constant velocity, piecewise-constant white acceleration over dt
-        dec = 1.0
-        f_pv = dt
-        q_pp = accel_var * dt * dt * dt * dt / 4.0
-        q_pv = accel_var * dt * dt * dt / 2.0
-        q_vv = accel_var * dt * dt
+        return dec, f_pv, q_pp, q_pv, q_vv
+    # constant velocity, piecewise-constant white acceleration over dt
+    return 1.0, dt, accel_var * dt ** 4 / 4.0, accel_var * dt ** 3 / 2.0, accel_var * dt * dt
+
+
+@njit(cache=True, error_model="numpy")
+def kalman_step_kernel(
+    pos, vel, cov, active, last_update_s, rejections, cand, cand_t_s, t_s, dt, z, err_px, score, n_views,
+    accel_var, meas_var0, mm_per_px, min_score, init_vel_var, gate2, reinit_after, max_coast_s,
+    max_speed, two_view_factor, tau, lead_s, out_filtered, out_predicted, out_var, out_vel, out_status,
+):  # pragma: no cover - compiled
+    """Advance every keypoint by dt seconds and fuse z. State arrays are updated in place.
+
+    pos, vel (K, 3); cov (K, 3, 3) holding (P_pp, P_pv, P_vv) per axis; active (K,) bool;
+    last_update_s (K,); rejections (K,) int64; cand (K, 3) and cand_t_s (K,): the last gated
+    measurement and its time; z (K, 3) mm (NaN = no measurement); err_px, score (K,); n_views (K,) int;
+    accel_var, tau (K,): each keypoint's motion model.
+    """
+    n_kp = pos.shape[0]
     for k in range(n_kp):
+        dec, f_pv, q_pp, q_pv, q_vv = _motion(accel_var[k], tau[k], dt)
+        # forward prediction over lead_s follows the same motion model
+        lead_f = tau[k] * (1.0 - math.exp(-lead_s / tau[k])) if math.isfinite(tau[k]) else lead_s
         has_z = math.isfinite(z[k, 0]) and math.isfinite(z[k, 1]) and math.isfinite(z[k, 2])
         s = score[k]
         if not math.isfinite(s):
@@ -229,7 +237,7 @@ def kalman_step_kernel(
                     consistent = False
                     if rejections[k] > 0:
                         dtc = t_s - cand_t_s[k]
-                        var = 2.0 * r + dtc * dtc * init_vel_var + accel_var * dtc * dtc * dtc * dtc / 4.0
+                        var = 2.0 * r + dtc * dtc * init_vel_var + accel_var[k] * dtc * dtc * dtc * dtc / 4.0
                         d2c = 0.0
                         for a in range(3):
                             d2c += (z[k, a] - cand[k, a]) ** 2 / var
@@ -277,11 +285,28 @@ class KalmanFilter3D:
         out = kf.step(capture_ns, raw_mm, reprojection_error_px, score, predict_ahead_s=0.03)
     """
 
-    def __init__(self, n_keypoints: int, options: KalmanOptions = KalmanOptions()) -> None:
+    def __init__(self, n_keypoints: int, options: KalmanOptions = KalmanOptions(),
+                 motion: Sequence[tuple[float, float] | None] | None = None) -> None:
+        """motion: per keypoint (accel_noise_mm_s2, velocity_time_constant_s) overriding the
+        options' (e.g. a smooth constant-velocity model for the head, a decaying one for the paws);
+        None entries keep the options' values."""
         if n_keypoints < 1:
             raise ValueError(f"n_keypoints: expected >= 1, got {n_keypoints}")
         self.options = options
         self.n_keypoints = n_keypoints
+        self._accel_var = np.full(n_keypoints, options.accel_noise_mm_s2 ** 2)
+        self._tau = np.full(n_keypoints, float(options.velocity_time_constant_s))
+        if motion is not None:
+            if len(motion) != n_keypoints:
+                raise ValueError(f"motion: expected {n_keypoints} entries, got {len(motion)}")
+            for k, m in enumerate(motion):
+                if m is None:
+                    continue
+                accel, tau = float(m[0]), float(m[1])
+                if not (accel > 0 and tau > 0):
+                    raise ValueError(f"motion[{k}]: expected accel_noise_mm_s2 > 0 and velocity_time_constant_s > 0, got {m!r}")
+                self._accel_var[k] = accel ** 2
+                self._tau[k] = tau
         self._pos = np.zeros((n_keypoints, 3))
         self._vel = np.zeros((n_keypoints, 3))
         self._cov = np.zeros((n_keypoints, 3, 3))
@@ -314,20 +339,15 @@ class KalmanFilter3D:
         if self._last_t_ns is None:
             return out
         dt = max(0.0, (int(t_ns) - self._last_t_ns) * 1e-9)
-        o = self.options
-        tau = o.velocity_time_constant_s
-        accel_var = o.accel_noise_mm_s2 ** 2
-        if math.isfinite(tau):
-            dec = math.exp(-dt / tau)
-            f_pv = tau * (1.0 - dec)
-            q_pp = max(0.0, accel_var * tau ** 3 * (dt - 2.0 * tau * (1.0 - dec) + tau * (1.0 - dec * dec) / 2.0))
-        else:
-            f_pv = dt
-            q_pp = accel_var * dt ** 4 / 4.0
+        f_pv = np.empty(self.n_keypoints)
+        q_pp = np.empty(self.n_keypoints)
+        for k in range(self.n_keypoints):
+            _, f_pv[k], q_pp[k], _, _ = _motion(self._accel_var[k], self._tau[k], dt)
+        f_pv, q_pp = f_pv[:, None], q_pp[:, None]
         p = self._cov
         var = p[:, :, 0] + f_pv * (2.0 * p[:, :, 1] + f_pv * p[:, :, 2]) + q_pp
         ok = self._active & (var.max(axis=1) <= max_sigma_mm ** 2)
-        out[ok] = self._pos[ok] + self._vel[ok] * f_pv
+        out[ok] = self._pos[ok] + self._vel[ok] * f_pv[ok]
         return out
 
     def step(
@@ -372,10 +392,14 @@ class KalmanFilter3D:
         kalman_step_kernel(
             self._pos, self._vel, self._cov, self._active, self._last_update_s, self._rejections,
             self._cand, self._cand_t_s, t_s, dt, z, err, sc, nv,
-            o.accel_noise_mm_s2 ** 2, o.measurement_sigma_mm ** 2, o.mm_per_px, o.min_score,
+            self._accel_var, o.measurement_sigma_mm ** 2, o.mm_per_px, o.min_score,
             o.initial_speed_sigma_mm_s ** 2, o.gate_sigma ** 2, o.reinit_after_rejections, o.max_coast_s,
-            o.max_speed_mm_s, o.two_view_noise_factor, o.velocity_time_constant_s,
+            o.max_speed_mm_s, o.two_view_noise_factor, self._tau,
             float(predict_ahead_s), filtered, predicted, var, vel, status,
         )
+        if math.isfinite(o.report_max_sigma_mm):
+            vague = ~(var.max(axis=1) <= o.report_max_sigma_mm ** 2)
+            filtered[vague] = np.nan
+            predicted[vague] = np.nan
         self.gated_total += status == GATED
         return KalmanOutput(filtered, predicted, var, vel, status)

@@ -29,8 +29,8 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,8 @@ class FusionOptions:
 
     `predict_ahead_ms`: a number, or "auto" = the measured capture-to-publish latency (a running
     mean over the last `latency_window` frame sets).
+    `keypoint_motion`: keypoint name -> (accel_noise_mm_s2, velocity_time_constant_s) of its Kalman
+    motion model, overriding `kalman`'s for that keypoint.
     """
 
     sync: SyncOptions
@@ -60,6 +62,7 @@ class FusionOptions:
     kalman: KalmanOptions = KalmanOptions()
     predict_ahead_ms: float | str = 0.0
     latency_window: int = 30
+    keypoint_motion: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
 
 class FusionPipeline:
@@ -82,7 +85,11 @@ class FusionPipeline:
         self.keypoint_names = tuple(keypoint_names)
         self.options = options
         self.sync = FrameSynchronizer(self.rig.camera_names, options.sync)
-        self.kalman = KalmanFilter3D(len(self.keypoint_names), options.kalman)
+        unknown = set(options.keypoint_motion) - set(self.keypoint_names)
+        if unknown:
+            raise ValueError(f"keypoint_motion: unknown keypoints {sorted(unknown)}; keypoints are {list(self.keypoint_names)}")
+        motion = [options.keypoint_motion.get(n) for n in self.keypoint_names]
+        self.kalman = KalmanFilter3D(len(self.keypoint_names), options.kalman, motion)
         self._cam_index = {c: i for i, c in enumerate(self.rig.camera_names)}
         self._kp_maps: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
         self._latency_ms: deque[float] = deque(maxlen=options.latency_window)
@@ -260,10 +267,15 @@ def options_from_config(
     tri = TriangulationOptions(min_likelihood=f.min_likelihood, outlier_threshold_px=f.outlier_threshold_px)
     kal = KalmanOptions(
         accel_noise_mm_s2=f.process_noise, gate_sigma=f.gate_sigma, max_coast_s=f.max_coast_ms * 1e-3,
-        velocity_time_constant_s=f.velocity_time_constant_ms * 1e-3,
+        velocity_time_constant_s=f.velocity_time_constant_ms * 1e-3, report_max_sigma_mm=f.max_sigma_mm,
     )
+    motion = {
+        kp: (float(m.get("process_noise", f.process_noise)),
+             float(m.get("velocity_time_constant_ms", f.velocity_time_constant_ms)) * 1e-3)
+        for kp, m in f.keypoint_motion.items()
+    }
     ahead = f.predict_ahead_ms if predict_ahead_ms is None else predict_ahead_ms
-    return FusionOptions(sync=sync, triangulation=tri, kalman=kal, predict_ahead_ms=ahead)
+    return FusionOptions(sync=sync, triangulation=tri, kalman=kal, predict_ahead_ms=ahead, keypoint_motion=motion)
 
 
 def _parse_ahead(value: str | None) -> float | str | None:

@@ -155,6 +155,9 @@ class FusionConfig:
     max_coast_ms: float = 250.0  # coasting through occlusions before giving up
     velocity_time_constant_ms: float = 100.0  # Kalman velocity decay (see fusion.kalman); inf = constant velocity
     predict_ahead_ms: Union[float, Literal["auto"]] = 0.0  # forward prediction; "auto" = measured latency
+    max_sigma_mm: float = 15.0  # filtered positions vaguer than this (coasting) are published as NaN; inf = all
+    # per-keypoint motion model, e.g. [fusion.keypoint_motion.nose] process_noise = 3000, velocity_time_constant_ms = inf
+    keypoint_motion: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -295,6 +298,19 @@ class RigConfig:
                 raise ConfigError(
                     f"{where}inference.keypoint_map.{model_name}: {kp!r} is not one of the rig keypoints {self.keypoints}"
                 )
+        for kp, motion in self.fusion.keypoint_motion.items():
+            if kp not in self.keypoints:
+                raise ConfigError(f"{where}fusion.keypoint_motion.{kp}: not one of the rig keypoints {self.keypoints}")
+            unknown = set(motion) - {"process_noise", "velocity_time_constant_ms"}
+            if unknown:
+                raise ConfigError(f"{where}fusion.keypoint_motion.{kp}: unknown keys {sorted(unknown)}; expected "
+                                  f"process_noise and/or velocity_time_constant_ms")
+            for key, value in motion.items():
+                if not float(value) > 0:
+                    raise ConfigError(f"{where}fusion.keypoint_motion.{kp}.{key}: expected a number > 0, got {value!r}")
+        if not self.fusion.max_sigma_mm > 0:
+            raise ConfigError(f"{where}fusion.max_sigma_mm: expected a number > 0 (inf: publish every estimate), "
+                              f"got {self.fusion.max_sigma_mm!r}")
         for paw in self.events.paws:
             if paw not in PAWS:
                 raise ConfigError(f"{where}events.paws: unknown paw {paw!r}; expected one of {list(PAWS)}")

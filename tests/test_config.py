@@ -132,3 +132,24 @@ def test_endpoints_bind_loopback_by_default(tmp_path):
     assert eps.bind("camera/a") == "tcp://127.0.0.1:5551"
     assert all(v.startswith("tcp://127.0.0.1:") for v in eps.directory().values())
     assert len(set(eps.all_ports())) == len(eps.all_ports())
+
+
+def test_fusion_keypoint_motion_and_max_sigma(tmp_path):
+    p = write(tmp_path, CAM.format(name="a") + "[fusion.keypoint_motion.tail]\nprocess_noise = 3000\n")
+    msg = error_of(p)
+    assert str(p) in msg and "fusion.keypoint_motion.tail" in msg and "nose" in msg
+    p = write(tmp_path, CAM.format(name="a") + "[fusion.keypoint_motion.nose]\nprocess_nosie = 3000\n")
+    msg = error_of(p)
+    assert "fusion.keypoint_motion.nose" in msg and "process_nosie" in msg and "velocity_time_constant_ms" in msg
+    p = write(tmp_path, CAM.format(name="a") + "[fusion.keypoint_motion.nose]\nprocess_noise = -1\n")
+    assert "fusion.keypoint_motion.nose.process_noise: expected a number > 0" in error_of(p)
+    p = write(tmp_path, CAM.format(name="a") + "[fusion]\nmax_sigma_mm = 0\n")
+    assert "fusion.max_sigma_mm: expected a number > 0" in error_of(p)
+    p = write(tmp_path, CAM.format(name="a") + "[fusion]\nmax_sigma_mm = inf\n[fusion.keypoint_motion.nose]\n"
+                        "velocity_time_constant_ms = inf\n")
+    rig = load_config(p)
+    from fusion.process import options_from_config
+
+    opts = options_from_config(rig)
+    assert opts.kalman.report_max_sigma_mm == float("inf")
+    assert opts.keypoint_motion == {"nose": (rig.fusion.process_noise, float("inf"))}

@@ -134,3 +134,48 @@ def test_bad_input_is_refused():
         KalmanOptions(gate_sigma=0)
     with pytest.raises(ValueError, match="n_keypoints"):
         KalmanFilter3D(0)
+
+
+def test_vague_coasted_positions_are_reported_as_nan_while_the_track_goes_on():
+    """report_max_sigma_mm hides a coasted estimate once it is vaguer than the bound; the track
+    continues internally (the next measurement updates it instead of restarting it)."""
+    rng = np.random.default_rng(5)
+    t = np.arange(120) / FPS
+    truth = walk(t)
+    raw = truth + rng.normal(0, 1.0, truth.shape)
+    raw[60:66, 0] = np.nan  # 0.2 s gap, within max_coast_s
+    opts = KalmanOptions(4000.0, 1.0, 0.0, max_coast_s=0.25, report_max_sigma_mm=6.0, **CV)
+    filt, _, status, var = run(KalmanFilter3D(K, opts), t, raw)
+    sigma = np.sqrt(var[:, 0].max(axis=1))
+    assert (status[60:66, 0] == COASTING).all()
+    hidden = np.isnan(filt[60:66, 0, 0])
+    assert hidden.any() and not hidden.all()  # the first coasted frames are still sharp enough
+    np.testing.assert_array_equal(hidden, sigma[60:66] > 6.0)
+    assert status[66, 0] == UPDATED and np.isfinite(filt[66, 0]).all()
+    # without the bound every coasted frame is reported
+    filt_all, *_ = run(KalmanFilter3D(K, KalmanOptions(4000.0, 1.0, 0.0, max_coast_s=0.25, **CV)), t, raw)
+    assert np.isfinite(filt_all[60:66, 0]).all()
+    with pytest.raises(ValueError, match="report_max_sigma_mm"):
+        KalmanOptions(report_max_sigma_mm=0.0)
+
+
+def test_per_keypoint_motion_models():
+    """A smooth body keypoint is filtered better by a constant-velocity model with little process
+    noise than by the paw-oriented default (decaying velocity, 1e4 mm/s^2); `motion` sets it per
+    keypoint and leaves the others on the options' model."""
+    rng = np.random.default_rng(6)
+    t = np.arange(600) / FPS
+    truth = walk(t)
+    raw = truth + rng.normal(0, 3.0, truth.shape)
+    default = KalmanOptions(measurement_sigma_mm=3.0, mm_per_px=0.0, two_view_noise_factor=1.0)
+    motion = [(1000.0, math.inf)] * 4 + [None] * 4
+    f_mixed, *_ = run(KalmanFilter3D(K, default, motion), t, raw)
+    f_default, *_ = run(KalmanFilter3D(K, default), t, raw)
+    e_mixed = np.linalg.norm(f_mixed - truth, axis=2)[30:].mean(axis=0)
+    e_default = np.linalg.norm(f_default - truth, axis=2)[30:].mean(axis=0)
+    assert (e_mixed[:4] < 0.8 * e_default[:4]).all(), (e_mixed, e_default)
+    np.testing.assert_allclose(f_mixed[:, 4:], f_default[:, 4:])  # None: unchanged
+    with pytest.raises(ValueError, match="motion: expected 8 entries"):
+        KalmanFilter3D(K, default, motion[:3])
+    with pytest.raises(ValueError, match=r"motion\[1\]"):
+        KalmanFilter3D(K, default, [None, (0.0, 1.0)] + [None] * 6)
