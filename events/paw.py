@@ -89,6 +89,13 @@ class PawThresholds:
         max_two_view_error_px: a paw triangulated from only two views with a mean reprojection
             error above this is treated as unseen (needs the per-keypoint n_cameras / error that
             fusion puts in Pose3DPacket; see `PawPlacementDetector.feed`); inf switches it off.
+        single_view_min_duration_ms: a touchdown decided on a paw position that fusion could only
+            place on the floor from one camera (n_cameras = 1, `Pose3DPacket.floor_mm`) must hold
+            this long, touchdowns and lift-offs alike: such a point cannot show motion along that
+            camera's ray, so a paw landing towards the camera looks still a frame or two early, and
+            its noise (a few mm) must not lift a planted paw. The onset is still the first frame of
+            the new state; only the decision waits. 40 ms: on the synthetic rig (30 fps) precision
+            0.88 -> 0.97 for a recall of 0.97 -> 0.95 on one-camera paws.
     """
 
     touchdown_height_mm: float
@@ -102,6 +109,7 @@ class PawThresholds:
     max_gap_ms: float = 250.0
     floor_tolerance_mm: float = 8.0
     max_two_view_error_px: float = math.inf
+    single_view_min_duration_ms: float = 40.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -194,7 +202,7 @@ def thresholds_from_config(
 class _PawTrack:
     """Mutable per-paw state of the detector (not shared)."""
 
-    __slots__ = ("state", "history", "run", "last_seen_ns", "event_onset_ns", "stance_xy")
+    __slots__ = ("state", "history", "run", "run_single_view", "last_seen_ns", "event_onset_ns", "stance_xy")
 
     def __init__(self) -> None:
         self.state = UNKNOWN
@@ -202,6 +210,7 @@ class _PawTrack:
         self.history: deque[tuple[int, int, np.ndarray]] = deque(maxlen=64)
         # frames of the candidate run towards the other state: list of (capture_ns, position)
         self.run: list[tuple[int, np.ndarray]] = []
+        self.run_single_view = False  # a frame of the run is a one-camera floor point
         self.last_seen_ns: int | None = None
         self.event_onset_ns: int | None = None  # onset of the current state (for durations)
         # horizontal positions of the current stance (its median is where the paw stands)
@@ -263,7 +272,8 @@ class PawPlacementDetector:
             frame_set_index: copied into the events.
             n_cameras: optional (P,) views each paw was triangulated from in this frame set (fusion's
                 Pose3DPacket.n_cameras). 0 = no measurement (the filter coasted: the position is a
-                prediction), so the frame is treated as unseen for that paw.
+                prediction), so the frame is treated as unseen for that paw; 1 = a floor point from
+                one camera (Pose3DPacket.floor_mm, see `single_view_min_duration_ms`).
             error_px: optional (P,) mean reprojection error of those triangulations; with
                 `n_cameras`, a two-view paw above `max_two_view_error_px` is treated as unseen.
 
@@ -292,7 +302,8 @@ class PawPlacementDetector:
                 if track.last_seen_ns is not None and capture_ns - track.last_seen_ns > th.max_gap_ms * 1e6:
                     self._forget(track)
                 continue
-            events += self._step(i, paw, track, capture_ns, p.copy(), int(frame_set_index))
+            single = n_cam is not None and int(n_cam[i]) == 1
+            events += self._step(i, paw, track, capture_ns, p.copy(), int(frame_set_index), single)
         return events
 
     @staticmethod
@@ -334,7 +345,8 @@ class PawPlacementDetector:
             return math.nan
         return float(np.linalg.norm(p - ref_p)) / dt_s
 
-    def _step(self, i: int, paw: str, track: _PawTrack, t_ns: int, p: np.ndarray, index: int) -> list[EventPacket]:
+    def _step(self, i: int, paw: str, track: _PawTrack, t_ns: int, p: np.ndarray, index: int,
+              single_view: bool = False) -> list[EventPacket]:
         th = self.thresholds[paw]
         if track.last_seen_ns is not None and t_ns - track.last_seen_ns > th.max_gap_ms * 1e6:
             self._forget(track)
@@ -369,7 +381,11 @@ class PawPlacementDetector:
             track.run = []
             return []
         track.run.append((t_ns, p))
-        if t_ns - track.run[0][0] < th.min_duration_ms * 1e6:
+        track.run_single_view = track.run_single_view or single_view if len(track.run) > 1 else single_view
+        min_ms = th.min_duration_ms
+        if track.run_single_view:
+            min_ms = max(min_ms, th.single_view_min_duration_ms)
+        if t_ns - track.run[0][0] < min_ms * 1e6:
             return []
         previous = track.state
         run = track.run

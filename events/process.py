@@ -36,7 +36,7 @@ log = logging.getLogger("events")
 
 _THRESHOLD_KEYS = ("touchdown_height_mm", "liftoff_height_mm", "touchdown_speed_mm_s", "liftoff_speed_mm_s",
                    "min_duration_ms", "speed_window_ms", "liftoff_distance_mm", "last_frame_fraction",
-                   "max_gap_ms", "floor_tolerance_mm", "max_two_view_error_px")
+                   "max_gap_ms", "floor_tolerance_mm", "max_two_view_error_px", "single_view_min_duration_ms")
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ def setup_from_config(rig: RigConfig) -> EventsSetup:
 class _Counters:
     frames: int = 0
     frames_without_paws: int = 0
+    floor_points: int = 0  # paw positions taken from one-camera floor points
     events: dict[str, int] = field(default_factory=dict)
     steps: dict[str, int] = field(default_factory=dict)  # touchdowns per paw (step counts)
     latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2000))
@@ -98,6 +99,22 @@ class EventsStage:
             cached = (paw_idx, kp_idx)
             self._index_cache[names] = cached
         return cached
+
+    def _with_floor_points(self, pose: Pose3DPacket, paw_idx: np.ndarray, paws: np.ndarray, n_cam: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """A paw not triangulated in this frame set (n_cameras < 2) but seen by one camera takes its
+        floor point (fusion.floor), marked n_cameras = 1 so the detector holds its decisions longer."""
+        if pose.floor_mm is None or np.shape(pose.floor_mm) != (len(pose.keypoint_names), 3):
+            return paws, n_cam
+        floor = self._take(np.asarray(pose.floor_mm, np.float64), paw_idx)
+        use = (n_cam < 2) & np.isfinite(floor).all(axis=1)
+        if use.any():
+            paws = paws.copy()
+            paws[use] = floor[use]
+            n_cam = n_cam.copy()
+            n_cam[use] = 1
+            self.counters.floor_points += int(use.sum())
+        return paws, n_cam
 
     @staticmethod
     def _take(points: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -134,6 +151,7 @@ class EventsStage:
         if n_cam is not None:
             n_cam = np.where(np.isfinite(n_cam), n_cam, -1).astype(np.int64)
             n_cam[n_cam < 0] = 99  # unknown count (absent paw: its position is NaN anyway)
+            paws, n_cam = self._with_floor_points(pose, paw_idx, paws, n_cam)
         events = self.detector.feed(pose.capture_ns, paws, pose.frame_set_index, n_cam, err)
         events += self.rules.feed(pose.capture_ns, self._take(pts, kp_idx), pose.frame_set_index)
         # With forward prediction on, filtered_mm is where fusion expects the keypoints
@@ -168,6 +186,7 @@ class EventsStage:
         return {
             "frames": c.frames,
             "frames_without_paws": c.frames_without_paws,
+            "floor_points": c.floor_points,
             "events": dict(c.events),
             "touchdowns_by_paw": dict(c.steps),
             "capture_to_event_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from fusion.floor import floor_points
 from fusion.kalman import KalmanFilter3D, KalmanOptions
 from fusion.sync import FrameSet, FrameSynchronizer, SyncOptions
 from fusion.triangulate import RigGeometry, TriangulationOptions, triangulate
@@ -55,6 +56,8 @@ class FusionOptions:
     mean over the last `latency_window` frame sets).
     `keypoint_motion`: keypoint name -> (accel_noise_mm_s2, velocity_time_constant_s) of its Kalman
     motion model, overriding `kalman`'s for that keypoint.
+    `floor_keypoints`: keypoints (the paws) that get a floor point (`fusion.floor`) in frame sets
+    where one camera alone sees them; `floor_height_mm`: their keypoint's height when planted.
     """
 
     sync: SyncOptions
@@ -63,6 +66,8 @@ class FusionOptions:
     predict_ahead_ms: float | str = 0.0
     latency_window: int = 30
     keypoint_motion: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    floor_keypoints: tuple[str, ...] = ()
+    floor_height_mm: float = 4.0
 
 
 class FusionPipeline:
@@ -89,6 +94,10 @@ class FusionPipeline:
         if unknown:
             raise ValueError(f"keypoint_motion: unknown keypoints {sorted(unknown)}; keypoints are {list(self.keypoint_names)}")
         motion = [options.keypoint_motion.get(n) for n in self.keypoint_names]
+        unknown = set(options.floor_keypoints) - set(self.keypoint_names)
+        if unknown:
+            raise ValueError(f"floor_keypoints: unknown keypoints {sorted(unknown)}; keypoints are {list(self.keypoint_names)}")
+        self._floor_idx = np.array([i for i, n in enumerate(self.keypoint_names) if n in options.floor_keypoints], np.int64)
         self.kalman = KalmanFilter3D(len(self.keypoint_names), options.kalman, motion)
         self._cam_index = {c: i for i, c in enumerate(self.rig.camera_names)}
         self._kp_maps: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
@@ -173,6 +182,12 @@ class FusionPipeline:
         kf = self.kalman.step(
             fs.capture_ns, meas.points_mm, meas.reprojection_error_px, meas.score, ahead_s, meas.n_cameras
         )
+        floor = None
+        if self._floor_idx.size:
+            floor = np.full((len(self.keypoint_names), 3), np.nan)
+            idx = self._floor_idx
+            usable = np.isfinite(like[:, idx]) & (like[:, idx] >= self.options.triangulation.min_likelihood)
+            floor[idx] = floor_points(self.rig, pts[:, idx], usable, self.options.floor_height_mm)
         t_filt = now_ns()
         stamps: dict[str, int] = {}
         for view in fs.views.values():
@@ -201,6 +216,7 @@ class FusionPipeline:
             stamps_ns=stamps,
             predicted_ahead_ms=ahead_s * 1e3,
             frame_indices={c: int(v.payload.frame_index) for c, v in fs.views.items()},
+            floor_mm=floor,
         )
 
     def published(self, pose: Pose3DPacket, published_ns: int) -> None:
@@ -275,7 +291,8 @@ def options_from_config(
         for kp, m in f.keypoint_motion.items()
     }
     ahead = f.predict_ahead_ms if predict_ahead_ms is None else predict_ahead_ms
-    return FusionOptions(sync=sync, triangulation=tri, kalman=kal, predict_ahead_ms=ahead, keypoint_motion=motion)
+    return FusionOptions(sync=sync, triangulation=tri, kalman=kal, predict_ahead_ms=ahead, keypoint_motion=motion,
+                         floor_keypoints=tuple(f.floor_keypoints), floor_height_mm=f.floor_height_mm)
 
 
 def _parse_ahead(value: str | None) -> float | str | None:

@@ -158,6 +158,9 @@ class FusionConfig:
     max_sigma_mm: float = 15.0  # filtered positions vaguer than this (coasting) are published as NaN; inf = all
     # per-keypoint motion model, e.g. [fusion.keypoint_motion.nose] process_noise = 3000, velocity_time_constant_ms = inf
     keypoint_motion: dict[str, dict[str, float]] = field(default_factory=dict)
+    # keypoints (paws) seen by one camera only get a floor point (see fusion/floor.py) for the events stage
+    floor_keypoints: list[str] = field(default_factory=list)
+    floor_height_mm: float = 4.0  # height of a planted paw's keypoint above the floor
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,7 @@ class EventsConfig:
     max_gap_ms: Union[float, None] = None  # a paw unseen for longer is forgotten (default 250)
     floor_tolerance_mm: Union[float, None] = None  # a paw lower than -this is a triangulation error (default 8)
     max_two_view_error_px: Union[float, None] = None  # 2-view paws with a larger reprojection error are ignored (default inf: off)
+    single_view_min_duration_ms: Union[float, None] = None  # decisions on one-camera floor points must hold this long (default 40)
     paws: dict[str, dict[str, float]] = field(default_factory=dict)  # per-paw overrides of the above
     # output plugins: tables with type = "serial" | "udp" | "zmq" | "python"; validated by `events`
     outputs: list[dict[str, Any]] = field(default_factory=list)
@@ -308,6 +312,9 @@ class RigConfig:
             for key, value in motion.items():
                 if not float(value) > 0:
                     raise ConfigError(f"{where}fusion.keypoint_motion.{kp}.{key}: expected a number > 0, got {value!r}")
+        for kp in self.fusion.floor_keypoints:
+            if kp not in self.keypoints:
+                raise ConfigError(f"{where}fusion.floor_keypoints: {kp!r} is not one of the rig keypoints {self.keypoints}")
         if not self.fusion.max_sigma_mm > 0:
             raise ConfigError(f"{where}fusion.max_sigma_mm: expected a number > 0 (inf: publish every estimate), "
                               f"got {self.fusion.max_sigma_mm!r}")

@@ -95,7 +95,9 @@ class Pose3DPacket:
     Arrays, K keypoints: `raw_mm` and `filtered_mm` (K, 3) float64 world mm (NaN = not
     triangulated / filter gave up), `reprojection_error_px` (K,) float64, `n_cameras` (K,) int8,
     `score` (K,) float64 (smallest likelihood of the views used, as Anipose). `filtered_mm` is
-    predicted `predicted_ahead_ms` beyond `capture_ns` when that is > 0.
+    predicted `predicted_ahead_ms` beyond `capture_ns` when that is > 0. Optional `floor_mm` (K, 3):
+    for keypoints seen by one camera only, where that camera's ray meets the floor at a planted
+    paw's height (`fusion.floor`; NaN elsewhere; None when fusion computes none).
     """
 
     TYPE: ClassVar[str] = "pose3d"
@@ -111,6 +113,7 @@ class Pose3DPacket:
     stamps_ns: Mapping[str, int] = field(default_factory=dict)
     predicted_ahead_ms: float = 0.0
     frame_indices: Mapping[str, int] = field(default_factory=dict)
+    floor_mm: np.ndarray | None = None
 
     @property
     def topic(self) -> bytes:
@@ -133,7 +136,7 @@ class Pose3DPacket:
             "reprojection_error_px": self.reprojection_error_px,
             "n_cameras": self.n_cameras,
             "score": self.score,
-        }
+        } | ({} if self.floor_mm is None else {"floor_mm": self.floor_mm})
 
 
 @dataclass(frozen=True, slots=True)

@@ -252,7 +252,7 @@ def test_stage_shifts_onsets_of_predicted_ahead_poses():
                 pts[KEYPOINTS.index("front_left_paw")] = [10.0 * (k - 9), 0.0, 15.0]
             elif k >= 20:
                 pts[KEYPOINTS.index("front_left_paw")] = [100.0, 0.0, 4.0]
-            out += stage.handle(Pose3DPacket(k, k * dt, KEYPOINTS, ("a",), pts, pts, np.zeros(8), np.ones(8, np.int8),
+            out += stage.handle(Pose3DPacket(k, k * dt, KEYPOINTS, ("a",), pts, pts, np.zeros(8), np.full(8, 3, np.int8),
                                              np.ones(8), {}, ahead_ms))
         return [e for e in out if e.name == "touchdown"]
 
@@ -295,3 +295,42 @@ def test_stage_ignores_coasted_paws_and_packets_without_quality():
     assert run(coasted) == []
     assert run(lambda n: n) == [("liftoff", "front_left_paw")]
     assert run(lambda n: np.zeros(0, np.int8)) == [("liftoff", "front_left_paw")]
+
+
+def test_stage_detects_steps_of_a_paw_seen_by_one_camera_through_floor_points():
+    """A paw fusion could not triangulate (n_cameras 0, NaN) but placed on the floor from one
+    camera (floor_mm) still gives its touchdown; the decision waits single_view_min_duration_ms,
+    the onset does not. A triangulated paw ignores floor points."""
+    from events.process import EventsStage, setup_from_config
+    from ratrig.config import config_from_dict
+
+    setup = setup_from_config(config_from_dict({"cameras": [{"name": "a", "source": "synthetic"}]}))
+    dt = int(1e9 / 30)
+    flp = KEYPOINTS.index("front_left_paw")
+
+    def run(single_view: bool):
+        stage = EventsStage(setup, [])
+        out = []
+        for k in range(40):
+            pts = np.zeros((len(KEYPOINTS), 3))
+            pts[:, 2] = 4.0
+            n_cam = np.full(len(KEYPOINTS), 3, np.int8)
+            paw = [100.0, 0.0, 4.0] if k >= 20 else [10.0 * (k - 9), 0.0, 4.0] if k >= 10 else [0.0, 0.0, 4.0]
+            floor = np.full((len(KEYPOINTS), 3), np.nan)
+            if single_view:  # the floor point of a swing races along the floor, then stops
+                floor[flp] = paw
+                pts[flp] = np.nan
+                n_cam[flp] = 0
+            else:
+                pts[flp] = paw
+                floor[flp] = [500.0, 500.0, 4.0]  # must be ignored: the paw is triangulated
+            out += stage.handle(Pose3DPacket(k, k * dt, KEYPOINTS, ("a",), pts, pts, np.zeros(8), n_cam,
+                                             np.ones(8), {}, 0.0, floor_mm=floor))
+        return stage, [e for e in out if e.name == "touchdown" and e.subject == "front_left_paw"]
+
+    stage3, (tri,) = run(False)
+    stage1, (mono,) = run(True)
+    assert stage3.counters.floor_points == 0 and stage1.counters.floor_points == 40
+    assert mono.extra["onset_ns"] == tri.extra["onset_ns"]  # same onset ...
+    assert mono.capture_ns == tri.capture_ns + 2 * dt  # ... decided 40 ms later, i.e. 2 frames at 30 fps
+    assert np.allclose(mono.position_mm, [100.0, 0.0, 4.0])
