@@ -8,6 +8,8 @@ one core after compilation:
   ours/linear   the plain linear triangulation alone (what aniposelib computes)
   pipeline      FusionPipeline.add of the frame set's C Keypoints2DPackets (sync + arrays + triangulate
                 + Kalman + building the Pose3DPacket): the fusion process's cost without the sockets
+  floor         fusion.floor.floor_points for half the keypoints, each seen by exactly one camera
+                (the worst case of the paws' floor points, on top of `pipeline`)
   anipose       aniposelib CameraGroup.triangulate called once per frame set (undistort=True)
   anipose/ransac  CameraGroup.triangulate_ransac per frame set (its outlier-rejecting path; few frames)
 and prints the ratios. Then it measures the start-up cost in fresh subprocesses: import + first
@@ -116,13 +118,23 @@ def bench_config(n_cams: int, n_kp: int, n_frames: int, ransac_frames: int) -> d
     def anipose(i: int) -> None:
         cg.triangulate(p2[i], undistort=True)
 
-    for fn in (ours_full, ours_linear, anipose):  # compile / jit / warm caches
+    from fusion.floor import floor_points
+
+    half = np.arange(n_kp // 2)
+    single = np.zeros((n_frames, n_cams, len(half)), bool)
+    single[np.arange(n_frames)[:, None], np.arange(len(half)) % n_cams, np.arange(len(half))] = True
+
+    def floor(i: int) -> None:
+        floor_points(rig, p2[i][:, half], single[i], 4.0)
+
+    for fn in (ours_full, ours_linear, anipose, floor):  # compile / jit / warm caches
         fn(0)
         fn(1)
     res = {
         "ours_full_us": per_frame(ours_full, n_frames),
         "ours_linear_us": per_frame(ours_linear, n_frames),
         "pipeline_us": per_frame(pipeline, n_frames),
+        "floor_us": per_frame(floor, n_frames),
         "anipose_us": per_frame(anipose, min(n_frames, 500)),
     }
     if ransac_frames:
