@@ -72,3 +72,20 @@ def pid_alive(pid: int) -> bool:
 
 
 PYTHON = sys.executable
+
+
+def run_qt_script_under_xvfb(script: str, path: Path, args: tuple[str, ...] = (), screen: str = "1920x1080x24",
+                             timeout_s: float = 120.0) -> dict:
+    """Write `script` to `path`, run it with this interpreter under its own Xvfb (xcb platform, the
+    repository on PYTHONPATH), assert it exited 0 and return the JSON object on its last stdout line."""
+    import json
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["QT_QPA_PLATFORM"] = "xcb"
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    path.write_text(script)
+    run = subprocess.run(["xvfb-run", "-a", "-s", f"-screen 0 {screen}", sys.executable, str(path), *args],
+                         capture_output=True, text=True, timeout=timeout_s, env=env)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout.strip().splitlines()[-1])

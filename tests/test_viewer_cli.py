@@ -3,6 +3,7 @@ reopening without disturbing the session, and a guard against the PySide6 build 
 Python's reference counts."""
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import shutil
@@ -46,6 +47,8 @@ def test_unreachable_session_names_the_endpoint(tmp_path):
 def test_bad_arguments_are_rejected(tmp_path):
     run = run_viewer(["--duration", "-1"], viewer_env(QT_QPA_PLATFORM="offscreen"), tmp_path)
     assert run.returncode == 2 and "--duration" in run.stderr
+    run = run_viewer(["--nice", "40"], viewer_env(QT_QPA_PLATFORM="offscreen"), tmp_path)
+    assert run.returncode == 2 and "--nice" in run.stderr
     bad = tmp_path / "rig.toml"
     bad.write_text('name = "x"\n[[cameras]]\nname = "a"\nsource = "synthetic"\nfps = "thirty"\n')
     run = run_viewer(["--config", str(bad)], viewer_env(QT_QPA_PLATFORM="offscreen"), tmp_path)
@@ -68,13 +71,17 @@ def test_screenshot_without_a_display_and_reopening_leave_the_session_alone(tmp_
         import cv2
 
         for attempt in range(2):  # close and reopen: the session must not notice
-            png = tmp_path / f"shot{attempt}.png"
-            run = run_viewer(["--connect", endpoints["directory"], "--screenshot", str(png), "--duration", "1.5"],
-                             viewer_env(), tmp_path)
+            png, stats = tmp_path / f"shot{attempt}.png", tmp_path / f"stats{attempt}.json"
+            run = run_viewer(["--connect", endpoints["directory"], "--screenshot", str(png), "--duration", "1.5",
+                              "--stats-json", str(stats)], viewer_env(), tmp_path)
             assert run.returncode == 0, run.stderr
             img = cv2.imread(str(png))
             assert img is not None and img.shape[0] >= 600 and img.shape[1] >= 1000
             assert img.std() > 5  # something was drawn (the pixels are checked in test_viewer_render)
+            figures = json.loads(stats.read_text())
+            # It yields the CPU to the pipeline (default --nice 10), and says what it drew.
+            assert figures["niceness"] == min(19, os.nice(0) + 10), figures
+            assert figures["redraws"] > 0 and figures["poses_seen"] > 0 and figures["gl_renders_live"] > 0
         sent = q.get(timeout=60)
     finally:
         proc.join(30)

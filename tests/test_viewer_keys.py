@@ -2,15 +2,13 @@
 S and Ctrl+S write PNGs, mouse drag rotates and the wheel zooms. Run in a child process under Xvfb."""
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import run_qt_script_under_xvfb
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,12 +41,18 @@ SCRIPT = textwrap.dedent("""
     def spin():
         for _ in range(10):
             app.processEvents()
-    out = {"active": win.isActiveWindow()}
+    from PySide6.QtOpenGLWidgets import QOpenGLWidget
+    out = {"active": win.isActiveWindow(), "opengl_widgets": len(win.findChildren(QOpenGLWidget))}
     st.add(pose(1)); win.redraw(); spin()
     out["drawn_1"] = win._drawn_pose.frame_set_index
+    renders = win.gl_view.renders
+    out["redrew_unchanged"] = win.redraw(); spin()
+    out["renders_unchanged"] = win.gl_view.renders - renders
+    out["up_to_date"] = win.up_to_date()
     QTest.keyClick(win, QtCore.Qt.Key.Key_Space); spin()
     st.add(pose(2)); win.redraw(); spin()
     out["paused"] = win.paused
+    out["up_to_date_paused"] = win.up_to_date()
     out["drawn_while_paused"] = win._drawn_pose.frame_set_index
     out["state_while_paused"] = st.pose.frame_set_index
     QTest.keyClick(win, QtCore.Qt.Key.Key_Space); spin()
@@ -79,17 +83,13 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run not installed (Debian package xvfb)")
 def test_keys_and_mouse(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    env["QT_QPA_PLATFORM"] = "xcb"
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    script = tmp_path / "keys.py"
-    script.write_text(SCRIPT)
     shots = tmp_path / "shots"
-    run = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1920x1080x24", sys.executable, str(script), str(shots),
-                          str(REPO / "tests")], capture_output=True, text=True, timeout=120, env=env)
-    assert run.returncode == 0, run.stderr
-    out = json.loads(run.stdout.strip().splitlines()[-1])
+    out = run_qt_script_under_xvfb(SCRIPT, tmp_path / "keys.py", (str(shots), str(REPO / "tests")))
     assert out["drawn_1"] == 1
+    assert out["opengl_widgets"] == 0  # the 3D view renders offscreen: the window stays a raster window
+    # Nothing new: nothing drawn, no 3D render; what is shown is current, until a pose arrives while paused.
+    assert out["redrew_unchanged"] is False and out["renders_unchanged"] == 0 and out["up_to_date"] is True
+    assert out["up_to_date_paused"] is False
     assert out["paused"] is True
     assert out["drawn_while_paused"] == 1 and out["state_while_paused"] == 2  # display frozen, data not
     assert out["drawn_after_resume"] == 2

@@ -74,15 +74,17 @@ def test_corridor_geometry_matches_the_world_frame():
     assert verts.shape == (8, 3) and faces.shape == (4, 3) and faces.max() == 7
 
 
-def test_fit_image_converts_bgr_to_rgb_and_keeps_mono():
+def test_fit_image_gives_qt_native_bgrx_pixels_and_keeps_mono():
+    """B, G, R, 255 per pixel: QImage.Format_RGB32's bytes on little-endian machines (drawn as a copy)."""
     img = np.zeros((480, 640, 3), np.uint8)
     img[..., 0] = 255  # blue in BGR
+    img[..., 2] = 7  # a little red
     small = fit_image(img, (320, 240))
-    assert small.shape == (240, 320, 3)
-    assert small[0, 0].tolist() == [0, 0, 255]
+    assert small.shape == (240, 320, 4) and small.flags["C_CONTIGUOUS"]
+    assert small[0, 0].tolist() == [255, 0, 7, 255]
     mono = fit_image(np.full((480, 640), 9, np.uint8), (160, 1000))  # the narrower bound wins
-    assert mono.shape == (120, 160, 3) and (mono == 9).all()
-    assert fit_image(np.full((480, 640, 1), 9, np.uint8), (160, 120)).shape == (120, 160, 3)
+    assert mono.shape == (120, 160, 4) and (mono[..., :3] == 9).all() and (mono[..., 3] == 255).all()
+    assert fit_image(np.full((480, 640, 1), 9, np.uint8), (160, 120)).shape == (120, 160, 4)
 
 
 def test_stats_are_read_tolerantly():
@@ -252,14 +254,14 @@ def test_frame_ring_keeps_one_second_and_restarts_with_the_source():
     assert [f.frame_index for f in st._frame_ring["cam_a"]] == [0]
 
 
-def test_fit_image_area_downscales_to_the_panel_and_converts_to_rgb():
+def test_fit_image_area_downscales_to_the_panel():
     img = np.zeros((480, 640, 3), np.uint8)
     img[:, :, 0] = 200  # blue (BGR)
     img[::2, :, 1] = 255  # a fine stripe pattern: area averaging turns it grey-green, striding would not
     out = fit_image(img, (320, 300))
-    assert out.shape == (240, 320, 3) and out.dtype == np.uint8
-    assert abs(int(out[10, 10, 2]) - 200) <= 1 and abs(int(out[10, 10, 1]) - 128) <= 2 and out[10, 10, 0] == 0
-    assert fit_image(np.zeros((48, 64), np.uint8), (1000, 1000)).shape == (48, 64, 3)  # never enlarged
+    assert out.shape == (240, 320, 4) and out.dtype == np.uint8
+    assert abs(int(out[10, 10, 0]) - 200) <= 1 and abs(int(out[10, 10, 1]) - 128) <= 2 and out[10, 10, 2] == 0
+    assert fit_image(np.zeros((48, 64), np.uint8), (1000, 1000)).shape == (48, 64, 4)  # never enlarged
 
 
 def test_trace_version_follows_poses_and_marks_not_frames():

@@ -289,6 +289,7 @@ def test_live_source_keeps_newest_frame_and_every_pose():
         pub.send_multipart([b"pose3d", b"\xc1garbage"])  # malformed: counted, not raised
         time.sleep(0.3)
         got = src.drain()
+        assert got.complete  # both sockets emptied
         assert got.frames["a"].frame_index == 2 and src.frames_skipped == 2
         assert [p.frame_set_index for p in got.packets] == [0, 1, 2]
         assert src.counters.malformed == 1
@@ -315,12 +316,18 @@ def test_drain_under_a_flood_is_bounded_in_time_and_loses_nothing_it_keeps():
         time.sleep(0.5)
         got: list[int] = []
         calls = 0
+        complete = []
         while len(got) < n and calls < 1000:
             t0 = time.perf_counter()
-            got += [p.frame_set_index for p in src.drain(budget_s=0.002).packets]
+            result = src.drain(budget_s=0.002)
+            got += [p.frame_set_index for p in result.packets]
+            complete.append(result.complete)
             assert time.perf_counter() - t0 < 0.2  # bounded, whatever is waiting
             calls += 1
         assert got == list(range(n)) and calls > 1
+        assert complete[0] is False  # the budget stopped it: it says more is waiting
+        last = src.drain()
+        assert last.packets == [] and last.complete
         src.close()
         pub.close(0)
     finally:

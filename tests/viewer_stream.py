@@ -6,6 +6,7 @@ Not a test module itself (no `test_` prefix); imported by tests/test_viewer_*.py
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgpack
@@ -95,6 +96,7 @@ def publish_session(
             rep.recv()
             rep.send(msgpack.packb({"endpoints": endpoints, "calibration": calibration_dict}, use_bin_type=True))
     t_start = now_ns()
+    cpu0 = time.process_time()
     next_ns = t_start
     i = 0
     sent = {"frames": 0, "poses": 0, "late_ticks": 0}
@@ -140,6 +142,7 @@ def publish_session(
         i += 1
         next_ns += period_ns
     sent["elapsed_s"] = (now_ns() - t_start) / 1e9
+    sent["cpu_s"] = time.process_time() - cpu0  # this process, while publishing
     ports_queue.put(sent)
     for s in (cam_pub, inf_pub, fus_pub):
         s.close(2000)  # let the last messages reach slow subscribers (the benchmark counts them)

@@ -5,8 +5,13 @@
     ratrig view --screenshot out.png --duration 5      # render N s, write a PNG of the window, exit
 
 `--connect` is the directory endpoint of a running session (default: the one `--config`'s network
-section gives, else tcp://127.0.0.1:5550). The viewer only subscribes: closing or freezing it never
-slows the session. Without a display (no $DISPLAY) and with --screenshot, it starts its own Xvfb.
+section gives, else tcp://127.0.0.1:5550). The viewer only subscribes, and runs at a lower CPU
+priority (--nice): closing, freezing or starving it never slows the session. Without a display
+(no $DISPLAY) and with --screenshot, it starts its own Xvfb.
+
+The display loop ticks at viewer.redraw_hz (60 Hz): each tick drains the sockets and draws what
+changed since the last one; `--stats-json` writes the tick and redraw rates, how late the ticks
+started and the CPU time used (see bench/bench_viewer.py).
 """
 from __future__ import annotations
 
@@ -43,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the session directory (default 10)")
     p.add_argument("--redraw-hz", type=float, default=None, help="display refresh rate (default: config viewer.redraw_hz)")
     p.add_argument("--no-frames", action="store_true", help="do not subscribe to camera images (poses only)")
+    # Measured on a 2-core box running the whole demo (CPU-bound inference, 0 moments skipped alone):
+    # the viewer 5 below the pipeline's priority cost it 12-27 skipped moments per camera in 30 s,
+    # 9 below 2.
+    p.add_argument("--nice", type=int, default=10,
+                   help="lower the viewer's CPU priority by this much (default 10, 0 keeps it): on a saturated "
+                        "machine the pipeline's processes get the CPU first and the display slows instead")
     p.add_argument("--screenshot-dir", default=".", help="folder for S / Ctrl+S screenshots (default: current folder)")
     p.add_argument("--layout-json", metavar="PATH", help="with --screenshot: also write where the views are in the PNG")
     p.add_argument("--stats-json", metavar="PATH", help="write the viewer's own redraw/receive figures at exit")
@@ -104,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.duration is not None and args.duration <= 0:
             raise UsageError(f"--duration: expected seconds > 0, got {args.duration}")
+        if not 0 <= args.nice <= 19:
+            raise UsageError(f"--nice: expected 0 to 19, got {args.nice}")
+        if args.nice:
+            os.nice(args.nice)  # only ever lowers our own priority: needs no privileges
         if args.screenshot and args.duration is None:
             args.duration = 5.0
         if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and "QT_QPA_PLATFORM" not in os.environ:
@@ -198,6 +213,40 @@ def _run(args: argparse.Namespace) -> int:
         ctx.term()
 
 
+class TickPacer:
+    """Deadlines of a loop that should run `hz` times a second, driven by a single-shot millisecond timer.
+
+    A periodic QTimer takes whole milliseconds, so it cannot tick at 60 Hz (17 ms: 58.8 Hz, 16 ms:
+    62.5 Hz); waits to absolute deadlines one period apart can, however each wait is rounded. A tick
+    that overran its successor's deadline by less than a period (a long paint) is followed at once,
+    and the loop stays on its grid; one more than a period behind drops the missed deadlines
+    instead of bursting to catch up.
+
+    Args:
+        hz: ticks per second.
+        start_s: the first deadline, on the clock the caller passes to `next_delay_ms`.
+    """
+
+    def __init__(self, hz: float, start_s: float) -> None:
+        if not hz > 0:
+            raise ValueError(f"tick rate: expected > 0 Hz, got {hz}")
+        self.period_s = 1.0 / hz
+        self.deadline_s = start_s - self.period_s  # the first call schedules `start_s`
+
+    def next_delay_ms(self, now_s: float) -> int:
+        """Advance to the next deadline; ms from `now_s` until it (0: due now)."""
+        self.deadline_s += self.period_s
+        if self.deadline_s < now_s - self.period_s:
+            self.deadline_s = now_s
+        return max(0, int(round(1000.0 * (self.deadline_s - now_s))))
+
+
+def _cpu_s() -> float:
+    """CPU seconds this process used so far, all threads (the software renderer's included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _quantiles(values: Any) -> dict[str, float] | None:
     """Median, 95th percentile and maximum of some figures (None when there are none)."""
     import numpy as np
@@ -210,6 +259,7 @@ def _quantiles(values: Any) -> dict[str, float] | None:
 
 def _run_qt(args, state, names, sizes, corridor, viewer_cfg, redraw_hz, source, replay, session) -> int:  # noqa: ANN001
     import pyqtgraph as pg
+    import shiboken6
     from PySide6 import QtCore
 
     from viewer.window import ViewerWindow
@@ -227,13 +277,28 @@ def _run_qt(args, state, names, sizes, corridor, viewer_cfg, redraw_hz, source, 
     win.activateWindow()
 
     # Rates are also counted from the first data on, so start-up and waiting don't dilute them.
-    ages: dict[str, deque] = {"age": deque(maxlen=20_000), "behind": deque(maxlen=20_000)}  # ms, per redraw
-    ticks = {"n": 0, "busy_s": 0.0, "t0": time.perf_counter(), "t_data": None, "n_data": 0, "redraws_at_data": 0}
+    ages: dict[str, deque] = {  # ms, per tick that drew / per tick
+        "age": deque(maxlen=20_000), "behind": deque(maxlen=20_000), "late": deque(maxlen=20_000)}
+    ticks = {"n": 0, "busy_s": 0.0, "t0": time.perf_counter(), "t_data": None, "n_data": 0, "redraws_at_data": 0,
+             "current": 0, "cpu_at_data": 0.0, "renders_at_data": 0}
+    pacer = TickPacer(redraw_hz, time.perf_counter())
+    timer = QtCore.QTimer()
+    timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
+    timer.setSingleShot(True)
 
     def tick() -> None:
+        try:
+            _tick()
+        finally:  # an exception in one tick (printed by Qt) must not stop the display
+            timer.start(pacer.next_delay_ms(time.perf_counter()))
+
+    def _tick() -> None:
         t0 = time.perf_counter()
+        late_ms = 1000.0 * (t0 - pacer.deadline_s)
+        drained = True
         if source is not None:
             got = source.drain()
+            drained = got.complete
             now = time.monotonic_ns()
             for packet in got.packets:
                 state.add(packet, now)
@@ -252,14 +317,15 @@ def _run_qt(args, state, names, sizes, corridor, viewer_cfg, redraw_hz, source, 
                 ages["age"].append((time.monotonic_ns() - shown) / 1e6)
         if ticks["t_data"] is None and state.version > 0:
             ticks["t_data"], ticks["redraws_at_data"] = time.perf_counter(), win.redraws
+            ticks["cpu_at_data"], ticks["renders_at_data"] = _cpu_s(), win.gl_view.renders
         if ticks["t_data"] is not None:
             ticks["n_data"] += 1
+            ticks["current"] += drained and win.up_to_date()
+            ages["late"].append(late_ms)
         ticks["busy_s"] += time.perf_counter() - t0
 
-    timer = QtCore.QTimer()
-    timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
     timer.timeout.connect(tick)
-    timer.start(max(1, int(round(1000.0 / redraw_hz))))
+    timer.start(pacer.next_delay_ms(time.perf_counter()))
 
     # Ctrl+C in the terminal and SIGTERM from a supervisor close the window cleanly; the timer gives
     # Python a chance to run the handler while Qt's loop is in C++.
@@ -273,6 +339,7 @@ def _run_qt(args, state, names, sizes, corridor, viewer_cfg, redraw_hz, source, 
     if args.duration is not None:
         def finish() -> None:
             tick()
+            ticks["t_end"], ticks["cpu_at_end"] = time.perf_counter(), _cpu_s()  # the loop's end (not the PNG's)
             if args.screenshot:
                 try:
                     path = win.save_screenshot(args.screenshot)
@@ -292,7 +359,10 @@ def _run_qt(args, state, names, sizes, corridor, viewer_cfg, redraw_hz, source, 
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
     elapsed = time.perf_counter() - ticks["t0"]
-    live_s = time.perf_counter() - ticks["t_data"] if ticks["t_data"] is not None else 0.0
+    t_end, cpu_end = ticks.get("t_end", time.perf_counter()), ticks.get("cpu_at_end", _cpu_s())
+    live_s = t_end - ticks["t_data"] if ticks["t_data"] is not None else 0.0
+    cpu_live_s = cpu_end - ticks["cpu_at_data"] if ticks["t_data"] is not None else 0.0
+    redraws_live = win.redraws - ticks["redraws_at_data"]
     if args.stats_json:
         counters = source.counters if source is not None else None
         figures = {
@@ -306,18 +376,35 @@ def _run_qt(args, state, names, sizes, corridor, viewer_cfg, redraw_hz, source, 
             "tick_hz_live": ticks["n_data"] / live_s if live_s > 0 else 0.0,
             "redraw_hz_live": (win.redraws - ticks["redraws_at_data"]) / live_s if live_s > 0 else 0.0,
             "mean_tick_ms": 1000.0 * ticks["busy_s"] / max(1, ticks["n"]),
+            # A redraw is a tick that put something new on screen (pose, frame, 2D keypoints, mark or
+            # traces); a tick with nothing new draws nothing. "up to date": the tick emptied the
+            # sockets and left nothing undrawn (the status text, refreshed a few times a second, aside).
+            "up_to_date_frac_live": ticks["current"] / ticks["n_data"] if ticks["n_data"] else 0.0,
+            "tick_late_ms": _quantiles(ages["late"]),  # how long after its deadline each tick started
+            "cpu_s_live": cpu_live_s,
+            "cpu_frac_live": cpu_live_s / live_s if live_s > 0 else 0.0,
+            "cpu_ms_per_redraw_live": 1000.0 * cpu_live_s / redraws_live if redraws_live > 0 else None,
+            "gl_renders_live": win.gl_view.renders - ticks["renders_at_data"],
+            "mean_gl_render_ms": 1000.0 * win.gl_view.render_s_total / max(1, win.gl_view.renders),
             "poses_seen": state.poses_seen,
             "frames_seen": state.frames_seen,
             "received": counters.received if counters else None,
             "malformed": counters.malformed if counters else None,
             "frames_skipped": source.frames_skipped if source is not None else None,
-            "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
+            "cpu_s": _cpu_s(),
+            "niceness": os.nice(0),
             # what was on screen: its age (same machine only) and its lag behind the newest frame received
             "display_age_ms": _quantiles(ages["age"]),
             "behind_camera_ms": _quantiles(ages["behind"]),
         }
         Path(args.stats_json).write_text(json.dumps(figures, indent=1))
+    # Free every X and GLX resource now, while the display is certainly there: left to the
+    # interpreter's exit, they were freed after main() had stopped our own Xvfb, and Xlib's fatal
+    # "X11 connection broke" error turned a good run into exit status 1.
     win.close()
+    win.gl_view.release_gl()
+    shiboken6.delete(win)
+    app.shutdown()
     return result["rc"]
 
 

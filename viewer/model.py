@@ -121,20 +121,24 @@ def quad_mesh(quads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_image(image: np.ndarray, size_px: tuple[int, int]) -> np.ndarray:
-    """(H, W[, 3|1]) uint8 BGR or mono -> (h, w, 3) uint8 RGB, at most `size_px` (w, h), aspect kept.
+    """(H, W[, 3|1]) uint8 BGR or mono -> (h, w, 4) uint8 B, G, R, 255 at most `size_px` (w, h), aspect kept.
 
     Area-averaged (cv2.INTER_AREA: no aliasing of the fine texture of fur and bedding) to the size
-    the panel shows on screen, once, so the GUI never scales a full frame at paint time.
+    the panel shows on screen, once per frame, so the GUI never scales a full frame at paint time.
+    B, G, R, 255 bytes are Qt's native 32-bit pixel (QImage.Format_RGB32 on little-endian
+    machines): painting them is a plain copy, with no conversion either.
     """
     img = np.asarray(image)
     h, w = img.shape[:2]
     scale = min(1.0, size_px[0] / w, size_px[1] / h)
     tw, th = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+    if img.ndim == 3 and img.shape[2] > 3:
+        img = img[:, :, :3]
     if (tw, th) != (w, h):
-        img = cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA)
+        img = cv2.resize(np.ascontiguousarray(img), (tw, th), interpolation=cv2.INTER_AREA)
     if img.ndim == 2 or img.shape[2] == 1:
-        return cv2.cvtColor(img.reshape(th, tw), cv2.COLOR_GRAY2RGB)
-    return cv2.cvtColor(np.ascontiguousarray(img[:, :, :3]), cv2.COLOR_BGR2RGB)
+        return cv2.cvtColor(img.reshape(th, tw), cv2.COLOR_GRAY2BGRA)
+    return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2BGRA)
 
 
 # --------------------------------------------------------------------------------------------------

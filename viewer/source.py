@@ -196,11 +196,13 @@ class DrainResult:
         frames: the newest frame per camera.
         packets: every other packet, in arrival order.
         all_frames: every frame received, in arrival order (the newest ones are also in `frames`).
+        complete: both sockets were emptied (False: a limit stopped the drain, more is waiting).
     """
 
     frames: dict[str, FramePacket]
     packets: list[Packet]
     all_frames: list[FramePacket] = field(default_factory=list)
+    complete: bool = True
 
 
 class LiveSource:
@@ -234,6 +236,7 @@ class LiveSource:
         """
         frames: dict[str, FramePacket] = {}
         all_frames: list[FramePacket] = []
+        complete = True
         if self.frame_sock is not None:
             for _ in range(max_frames):
                 packet = recv_packet(self.frame_sock, self.counters, zmq.NOBLOCK)
@@ -246,10 +249,13 @@ class LiveSource:
                         self.frames_skipped += 1
                     frames[packet.camera] = packet
                     all_frames.append(packet)
+            else:
+                complete = False
         packets: list[Packet] = []
         deadline = time.perf_counter() + budget_s
         for n in range(max_messages):
             if n % 64 == 63 and time.perf_counter() > deadline:
+                complete = False
                 break
             packet = recv_packet(self.data_sock, self.counters, zmq.NOBLOCK)
             if packet is None:
@@ -257,7 +263,9 @@ class LiveSource:
                     break
                 continue
             packets.append(packet)
-        return DrainResult(frames, packets, all_frames)
+        else:
+            complete = False
+        return DrainResult(frames, packets, all_frames, complete)
 
     def close(self) -> None:
         for sock in (self.frame_sock, self.data_sock):

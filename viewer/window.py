@@ -24,24 +24,24 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from ratrig.config import CorridorConfig
 from ratrig.skeleton import PAWS
+from viewer.glview import OffscreenGLView
 from viewer.model import (
     PanelContent,
     ViewState,
     confidence_alpha,
     corridor_geometry,
-    fit_image,
     keypoint_colors,
     quad_mesh,
     segment_vertex_colors,
     segment_vertices,
     skeleton_index_pairs,
 )
+from viewer.panels import CameraGrid, CameraPanel
 
 PAW_COLORS = {p: tuple(int(c) for c in keypoint_colors([p])[0]) for p in PAWS}
 FLOOR_RGBA = (0.22, 0.22, 0.25, 1.0)
 WALL_RGBA = (0.55, 0.65, 0.8, 0.07)
 EDGE_RGBA = (0.6, 0.7, 0.85, 0.8)
-TRACE_HZ = 10.0  # a trace repaint costs ~10 ms CPU in software GL; 10 Hz is smooth enough for 5 s
 STATUS_HZ = 4.0
 
 
@@ -70,6 +70,23 @@ class StyleCache:
     def __init__(self) -> None:
         self._pens: dict[tuple, QtGui.QPen] = {}
         self._brushes: dict[tuple, QtGui.QBrush] = {}
+        self._keypoint_styles: dict[tuple, list] = {}
+
+    def keypoint_styles(self, kind: str, names: Sequence[str], alpha: np.ndarray) -> list:
+        """One pen ("pen") or brush ("brush") per keypoint, coloured by name, faded by `alpha`.
+
+        The same few combinations come back 30-60 times a second per camera: looked up whole.
+        """
+        alpha_255 = np.round(255 * np.asarray(alpha, np.float64)).astype(np.int64)
+        key = (kind, tuple(names), alpha_255.tobytes())
+        styles = self._keypoint_styles.get(key)
+        if styles is None:
+            if len(self._keypoint_styles) > 1024:  # many distinct faded patterns: start over
+                self._keypoint_styles.clear()
+            make = self.pen if kind == "pen" else self.brush
+            styles = [make(rgb, a / 255.0) for rgb, a in zip(keypoint_colors(names), alpha_255.tolist())]
+            self._keypoint_styles[key] = styles
+        return styles
 
     def pen(self, rgb: Sequence[int], alpha: float = 1.0, width: float = 2.0) -> QtGui.QPen:
         key = (int(rgb[0]), int(rgb[1]), int(rgb[2]), int(round(255 * alpha)), float(width))
@@ -82,152 +99,6 @@ class StyleCache:
         if key not in self._brushes:
             self._brushes[key] = pg.mkBrush(key)
         return self._brushes[key]
-
-
-class KeypointOverlay(QtWidgets.QGraphicsItem):
-    """The overlays of one camera panel in a single item: reprojected skeleton (lines), reprojected
-    keypoints (filled dots) and 2D detections (crosses), drawn over each other in that order.
-
-    Positions are in the item's (full-frame pixel) coordinates; dots and crosses keep a fixed size
-    on screen. One plain QPainter pass instead of three pyqtgraph plot items: setting new points
-    costs a few array copies, not a rebuild of per-spot styles and symbol pixmaps.
-    """
-
-    DOT_PX = 4.5
-    CROSS_PX = 6.5
-
-    def __init__(self, frame_size_px: tuple[int, int]) -> None:
-        super().__init__()
-        self._bounds = QtCore.QRectF()
-        self.set_frame_size(frame_size_px)
-        self.segments = np.zeros((0, 2))  # (2E, 2) start/end pairs
-        self.dots = np.zeros((0, 2))
-        self.crosses = np.zeros((0, 2))
-        self.dot_brushes: list[QtGui.QBrush] = []
-        self.cross_pens: list[QtGui.QPen] = []
-        self.line_pen = pg.mkPen((255, 255, 255, 150), width=1)
-        self.dot_pen = pg.mkPen((255, 255, 255, 200), width=1)
-
-    def set_frame_size(self, size_px: tuple[int, int]) -> None:
-        # Keypoints just outside the frame are still drawn (a paw leaving the view).
-        w, h = float(size_px[0]), float(size_px[1])
-        self.prepareGeometryChange()
-        self._bounds = QtCore.QRectF(-0.5 * w, -0.5 * h, 2.0 * w, 2.0 * h)
-
-    def set_reprojection(self, uv: np.ndarray | None, brushes: list[QtGui.QBrush], segments: np.ndarray) -> None:
-        """(N, 2) finite dots with one brush each, (2E, 2) skeleton segment ends; None clears."""
-        self.dots = np.zeros((0, 2)) if uv is None else np.asarray(uv, np.float64).reshape(-1, 2)
-        self.dot_brushes = list(brushes) if uv is not None else []
-        self.segments = np.asarray(segments, np.float64).reshape(-1, 2) if uv is not None else np.zeros((0, 2))
-        self.update()
-
-    def set_detections(self, xy: np.ndarray | None, pens: list[QtGui.QPen]) -> None:
-        """(N, 2) finite 2D detections with one pen each; None clears."""
-        self.crosses = np.zeros((0, 2)) if xy is None else np.asarray(xy, np.float64).reshape(-1, 2)
-        self.cross_pens = list(pens) if xy is not None else []
-        self.update()
-
-    def boundingRect(self) -> QtCore.QRectF:  # noqa: N802 (Qt's name)
-        return self._bounds
-
-    def paint(self, painter: QtGui.QPainter, option: Any, widget: Any = None) -> None:
-        if not (len(self.segments) or len(self.dots) or len(self.crosses)):
-            return
-        tr = painter.transform()
-
-        def to_device(points: np.ndarray) -> np.ndarray:  # item coords -> device px (affine)
-            return points @ np.array([[tr.m11(), tr.m12()], [tr.m21(), tr.m22()]]) + [tr.dx(), tr.dy()]
-
-        painter.save()
-        painter.resetTransform()
-        painter.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing, True)
-        if len(self.segments):
-            seg = to_device(self.segments)
-            painter.setPen(self.line_pen)
-            painter.drawLines([QtCore.QLineF(a[0], a[1], b[0], b[1]) for a, b in zip(seg[0::2], seg[1::2])])
-        r, c = self.DOT_PX, self.CROSS_PX
-        if len(self.dots):
-            painter.setPen(self.dot_pen)
-            for (x, y), brush in zip(to_device(self.dots), self.dot_brushes):
-                painter.setBrush(brush)
-                painter.drawEllipse(QtCore.QPointF(x, y), r, r)
-        if len(self.crosses):
-            painter.setBrush(QtCore.Qt.BrushStyle.NoBrush)
-            for (x, y), pen in zip(to_device(self.crosses), self.cross_pens):
-                painter.setPen(pen)
-                painter.drawLine(QtCore.QLineF(x - c, y, x + c, y))
-                painter.drawLine(QtCore.QLineF(x, y - c, x, y + c))
-        painter.restore()
-
-
-class CameraPanel:
-    """One camera: image, 2D detections (crosses) and the reprojected 3D pose (dots), all of one frame.
-
-    Item coordinates are full-frame pixels of the camera, whatever the display scale. Each part is
-    redrawn only when what it shows changed (a new frame, new keypoints, another pose).
-    """
-
-    def __init__(self, layout: pg.GraphicsLayout, name: str, size_px: tuple[int, int], row: int, col: int) -> None:
-        self.name = name
-        self.size_px = size_px
-        self.view: pg.ViewBox = layout.addViewBox(row=row, col=col, lockAspect=True, invertY=True, enableMenu=False)
-        self.view.setMouseEnabled(False, False)
-        self.image = pg.ImageItem(axisOrder="row-major")
-        self.image.setImage(np.zeros((size_px[1] // 4, size_px[0] // 4, 3), np.uint8), levels=None, autoLevels=False)
-        self.image.setRect(QtCore.QRectF(0, 0, size_px[0], size_px[1]))
-        self.view.addItem(self.image)
-        self.overlay = KeypointOverlay(size_px)
-        self.view.addItem(self.overlay, ignoreBounds=True)
-        self.title = pg.TextItem(name, color=(230, 230, 230), anchor=(0, 0), fill=(0, 0, 0, 120))
-        self.title.setPos(4, 4)
-        self.view.addItem(self.title)
-        self.title_text = name
-        self.view.setRange(QtCore.QRectF(0, 0, size_px[0], size_px[1]), padding=0)
-        self.drawn_frame: Any = None
-        self.drawn_keypoints: Any = None
-        self.drawn_pose: Any = None
-        self.shown_ns: int | None = None  # capture time of the frame (or overlay) on display
-
-    def screen_size_px(self) -> tuple[int, int]:
-        """(w, h) device pixels the panel's view box covers on screen (at least 16 x 16)."""
-        scene = self.view.scene()
-        views = scene.views() if scene is not None else []
-        ratio = views[0].devicePixelRatioF() if views else 1.0
-        r = self.view.sceneBoundingRect()
-        return max(16, int(r.width() * ratio)), max(16, int(r.height() * ratio))
-
-    def set_image(self, image: np.ndarray, max_scale: float = 1.0) -> None:
-        """Show a full frame, resized once to the panel's on-screen size (and at most `max_scale`
-        times the frame's own size)."""
-        h, w = image.shape[:2]
-        new_size = (w, h) != self.size_px
-        if new_size:
-            self.size_px = (w, h)
-            self.view.setRange(QtCore.QRectF(0, 0, w, h), padding=0)
-            self.overlay.set_frame_size((w, h))
-        sw, sh = self.screen_size_px()
-        cap = max(0.01, float(max_scale))
-        small = fit_image(image, (min(sw, int(w * cap)), min(sh, int(h * cap))))
-        old = self.image.image
-        self.image.setImage(small, levels=None, autoLevels=False)
-        if new_size or old is None or old.shape[:2] != small.shape[:2]:
-            self.image.setRect(QtCore.QRectF(0, 0, w, h))  # the item's scale is image px -> frame px
-
-    def set_title(self, text: str) -> None:
-        if text != self.title_text:
-            self.title_text = text
-            self.title.setText(text)
-
-    def image_to_window(self, window: QtWidgets.QWidget, gview: pg.GraphicsView) -> list[float]:
-        """[sx, ox, sy, oy]: window_x = sx * image_x + ox, window_y = sy * image_y + oy."""
-        pts = []
-        for x, y in ((0.0, 0.0), (float(self.size_px[0]), float(self.size_px[1]))):
-            scene = self.view.mapViewToScene(QtCore.QPointF(x, y))
-            wp = gview.mapTo(window, gview.mapFromScene(scene))
-            pts.append((wp.x(), wp.y()))
-        (x0, y0), (x1, y1) = pts
-        sx, sy = (x1 - x0) / self.size_px[0], (y1 - y0) / self.size_px[1]
-        return [sx, x0, sy, y0]
 
 
 class ViewerWindow(QtWidgets.QMainWindow):
@@ -265,9 +136,9 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.redraw_s_total = 0.0
         self.styles = StyleCache()
         self._drawn_traces = -1  # ViewState.trace_version the traces show
+        self._drawn_version = -1  # ViewState.version fully drawn
         self._drawn_pose: Any = None
         self._drawn_marks: Any = None
-        self._last_traces = 0.0
         self._last_status = 0.0
         self._speed_top = 0.0
         self.on_pause_changed: Callable[[bool], None] | None = None
@@ -275,7 +146,7 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.resize(1600, 950)
 
         # 3D view --------------------------------------------------------------------------------
-        self.gl_view = gl.GLViewWidget()
+        self.gl_view = OffscreenGLView()
         self.gl_view.setBackgroundColor((12, 12, 16))
         self._build_corridor(corridor)
         self.skeleton = gl.GLLinePlotItem(mode="lines", width=3, antialias=True, glOptions="translucent")
@@ -291,13 +162,8 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.reset_view()
 
         # camera panels ----------------------------------------------------------------------------
-        self.camera_view = pg.GraphicsLayoutWidget()
-        self.camera_view.setBackground((20, 20, 20))
-        layout = self.camera_view.ci
-        layout.setSpacing(2)
-        self.panels: dict[str, CameraPanel] = {}
-        for i, name in enumerate(list(camera_names)[:4]):
-            self.panels[name] = CameraPanel(layout, name, camera_sizes.get(name, (640, 480)), i // 2, i % 2)
+        self.camera_view = CameraGrid(list(camera_names)[:4], camera_sizes)
+        self.panels: dict[str, CameraPanel] = self.camera_view.panels
 
         # traces -----------------------------------------------------------------------------------
         self.trace_view = pg.GraphicsLayoutWidget()
@@ -307,18 +173,27 @@ class ViewerWindow(QtWidgets.QMainWindow):
             plot.setXRange(-state.trace_s, 0.0, padding=0.01)
             plot.setLabel("bottom", "time (s)")
             plot.showGrid(x=True, y=True, alpha=0.25)
+            # The axes draw the grid across the plot, so they repaint with every new trace; cached
+            # as pixmaps that is a blit, not a replay of every tick, label and grid line.
+            for side in ("left", "bottom"):
+                plot.getAxis(side).setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
             plot.setMouseEnabled(x=False, y=True)
-        self.height_plot.addLegend(offset=(5, 5), labelTextSize="8pt")
-        self.height_curves = {
-            paw: self.height_plot.plot(pen=pg.mkPen(PAW_COLORS[paw], width=1.5), name=paw.replace("_paw", ""))
-            for paw in PAWS
-        }
+        legend = self.height_plot.addLegend(offset=(5, 5), labelTextSize="8pt")
+        # Plain curve items (not `plot()`'s PlotDataItem wrappers): set 60 times a second, the
+        # wrapper's bookkeeping cost more than the curves themselves.
+        self.height_curves = {}
+        for paw in PAWS:
+            curve = pg.PlotCurveItem(pen=pg.mkPen(PAW_COLORS[paw], width=1.5), connect="finite")
+            self.height_plot.addItem(curve)
+            legend.addItem(curve, paw.replace("_paw", ""))
+            self.height_curves[paw] = curve
         self.height_plot.setYRange(0, 60)
         self.touchdown_marks = pg.ScatterPlotItem(symbol="t", size=10, pen=None)  # down-pointing triangle
         self.liftoff_marks = pg.ScatterPlotItem(symbol="t1", size=10, pen=None)  # up-pointing triangle
         self.height_plot.addItem(self.touchdown_marks)
         self.height_plot.addItem(self.liftoff_marks)
-        self.speed_curve = self.speed_plot.plot(pen=pg.mkPen((220, 220, 220), width=1.5))
+        self.speed_curve = pg.PlotCurveItem(pen=pg.mkPen((220, 220, 220), width=1.5), connect="finite")
+        self.speed_plot.addItem(self.speed_curve)
 
         # layout -----------------------------------------------------------------------------------
         top = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
@@ -370,6 +245,7 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.edges = gl.GLLinePlotItem(pos=geo["edges"], mode="lines", color=EDGE_RGBA, width=1, glOptions="translucent")
         for item in (self.floor, self.walls, self.edges):
             self.gl_view.addItem(item)
+        self.gl_view.set_static([self.floor, self.walls, self.edges])  # rendered once per camera position
 
     # -- actions -----------------------------------------------------------------------------------
 
@@ -433,18 +309,18 @@ class ViewerWindow(QtWidgets.QMainWindow):
                 "view": [float(v) for v in view.data()],
                 "projection": [float(v) for v in proj.data()],
             },
-            "panels": {name: p.image_to_window(self, self.camera_view) for name, p in self.panels.items()},
+            "panels": {name: self.camera_view.image_to_window(name, self) for name in self.panels},
         }
 
     # -- drawing -----------------------------------------------------------------------------------
 
     def redraw(self, force: bool = False) -> bool:
-        """Draw what changed since the last redraw; returns True if anything was drawn.
+        """Draw what changed since the last redraw; returns True if anything new was drawn.
 
-        The 3D view follows every new pose; a camera panel redraws the parts whose frame, 2D keypoints
-        or pose changed (at most at the camera rate: it follows the poses, or the frames without
-        them); traces when a pose or a mark arrived, at most `TRACE_HZ`; the status text at most
-        `STATUS_HZ` (neither needs more, and both repaint large areas).
+        Every part follows its data: the 3D view every new pose, a camera panel the parts whose
+        frame, 2D keypoints or pose changed, the traces every pose or mark. Only the status text is
+        refreshed at most `STATUS_HZ` (text that changes 60 times a second cannot be read). A state
+        unchanged since the last redraw costs nothing but that check.
         """
         if self.paused and not force:
             self.status_label.setText("PAUSED (Space): the display is frozen, the pipeline keeps running")
@@ -452,26 +328,28 @@ class ViewerWindow(QtWidgets.QMainWindow):
         now = time.perf_counter()
         t0 = now
         drew = False
-        pose = self.state.pose
-        pose_changed = pose is not self._drawn_pose
-        if pose_changed or force:
-            self._drawn_pose = pose
-            self._draw_pose()
-            drew = True
-        marks_key = (len(self.state.marks), self.state.marks[-1] if self.state.marks else None)
-        if marks_key != self._drawn_marks or force:
-            self._drawn_marks = marks_key
-            self._draw_marks()
-            drew = True
-        for panel in self.panels.values():
-            if force:
-                panel.drawn_frame = panel.drawn_keypoints = panel.drawn_pose = False
-            drew |= self._draw_camera(panel)
-        if force or (self.state.trace_version != self._drawn_traces and now - self._last_traces >= 1.0 / TRACE_HZ):
-            self._drawn_traces = self.state.trace_version
-            self._last_traces = now
-            self._draw_traces()
-            drew = True
+        st = self.state
+        version = st.version
+        if force or version != self._drawn_version:
+            pose = st.pose
+            if pose is not self._drawn_pose or force:
+                self._drawn_pose = pose
+                self._draw_pose()
+                drew = True
+            marks_key = (len(st.marks), st.marks[-1] if st.marks else None)
+            if marks_key != self._drawn_marks or force:
+                self._drawn_marks = marks_key
+                self._draw_marks()
+                drew = True
+            for panel in self.panels.values():
+                if force:
+                    panel.drawn_frame = panel.drawn_keypoints = panel.drawn_pose = False
+                drew |= self._draw_camera(panel)
+            if force or st.trace_version != self._drawn_traces:
+                self._drawn_traces = st.trace_version
+                self._draw_traces()
+                drew = True
+            self._drawn_version = version
         if force or now - self._last_status >= 1.0 / STATUS_HZ:
             self._last_status = now
             self._draw_status()
@@ -479,6 +357,11 @@ class ViewerWindow(QtWidgets.QMainWindow):
             self.redraws += 1
             self.redraw_s_total += time.perf_counter() - t0
         return drew
+
+    def up_to_date(self) -> bool:
+        """True when the window shows everything its state holds, the status text aside (a redraw
+        draws every change; only a paused display falls behind)."""
+        return not self.paused and self._drawn_version == self.state.version
 
     def _draw_pose(self) -> None:
         st = self.state
@@ -534,36 +417,35 @@ class ViewerWindow(QtWidgets.QMainWindow):
             if kp is not None:
                 xy = np.asarray(kp.keypoints, np.float64)[:, :2]
                 lik = np.asarray(kp.keypoints, np.float64)[:, 2]
-                cols = keypoint_colors(kp.keypoint_names)
-                alpha = confidence_alpha(lik)
+                pens = self.styles.keypoint_styles("pen", kp.keypoint_names, confidence_alpha(lik))
                 ok = np.all(np.isfinite(xy), axis=1)
-                panel.overlay.set_detections(xy[ok], [self.styles.pen(cols[i], alpha[i]) for i in np.flatnonzero(ok)])
+                panel.set_detections(xy[ok], [pens[i] for i in np.flatnonzero(ok).tolist()])
             else:
-                panel.overlay.set_detections(None, [])
+                panel.set_detections(None, [])
         if pose is not panel.drawn_pose:
             panel.drawn_pose = pose
             drew = True
             uv = st.reprojection(panel.name, pose) if pose is not None else None
             if uv is not None:
                 names = tuple(pose.keypoint_names)
-                cols = keypoint_colors(names)
-                alpha = confidence_alpha(pose.score)
+                brushes = self.styles.keypoint_styles("brush", names, confidence_alpha(pose.score))
                 ok = np.all(np.isfinite(uv), axis=1)
-                brushes = [self.styles.brush(cols[i], alpha[i]) for i in np.flatnonzero(ok)]
-                panel.overlay.set_reprojection(uv[ok], brushes, segment_vertices(uv, skeleton_index_pairs(names)))
+                panel.set_reprojection(uv[ok], [brushes[i] for i in np.flatnonzero(ok).tolist()],
+                                       segment_vertices(uv, skeleton_index_pairs(names)))
             else:
-                panel.overlay.set_reprojection(None, [], np.zeros((0, 2)))
+                panel.set_reprojection(None, [], np.zeros((0, 2)))
         if drew:
             shown = frame if frame is not None else kp if kp is not None else pose
             panel.shown_ns = int(shown.capture_ns) if shown is not None else None
             panel.set_title(panel.name if content.matched else f"{panel.name} (newest frame, none for the pose)")
+            self.camera_view.refresh(panel)
         return drew
 
     def _draw_traces(self) -> None:
         t, heights, speed = self.state.traces()
         for j, paw in enumerate(PAWS):
-            self.height_curves[paw].setData(t, heights[:, j] if len(t) else [], connect="finite")
-        self.speed_curve.setData(t, speed, connect="finite")
+            self.height_curves[paw].setData(t, heights[:, j] if len(t) else np.zeros(0))
+        self.speed_curve.setData(t, speed)
         # Fixed floor at 0 and a range that only grows in steps: an autoscaled axis makes sensor
         # noise on a still rat look like motion.
         top = float(np.nanmax(speed)) if np.isfinite(speed).any() else 0.0
