@@ -274,3 +274,24 @@ def test_trace_version_follows_poses_and_marks_not_frames():
     assert st.trace_version == v + 1
     st.add(EventPacket("touchdown", "front_left_paw", 0, 10, 11, (1.0, 2.0, 0.0)))
     assert st.trace_version == v + 2
+
+
+def test_body_speed_does_not_jump_when_a_body_keypoint_drops_out():
+    """Walking at 200 mm/s while the right ear comes and goes: the speed stays 200 mm/s (a centre of
+    whichever keypoints are seen would jump by a third of the ear-to-tail distance)."""
+    from viewer.model import BODY_KEYPOINTS, body_speed_mm_s
+
+    st = ViewState(trace_s=2.0)
+    ear = KEYPOINTS.index("right_ear")
+    for i in range(30):
+        t = int(i * 1e9 / 30)
+        pose = KNOWN_POSE_MM + [200.0 * t / 1e9, 0, 0]
+        if i % 3 == 1:
+            pose = pose.copy()
+            pose[ear] = np.nan
+        st.add(pose_packet(i, t, pose))
+    _, _, speed = st.traces()
+    assert np.allclose(speed[1:], 200.0, rtol=1e-6), speed
+    b = np.zeros((len(BODY_KEYPOINTS), 3))
+    assert np.isnan(body_speed_mm_s(b, np.full_like(b, np.nan), 0.1))
+    assert body_speed_mm_s(b, b + [3.0, 4.0, 50.0], 0.1) == pytest.approx(50.0)  # horizontal only

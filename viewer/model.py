@@ -266,6 +266,22 @@ class PanelContent:
     matched: bool = True
 
 
+BODY_KEYPOINTS = ("left_ear", "right_ear", "tail_base")
+
+
+def body_speed_mm_s(before: np.ndarray, after: np.ndarray, dt_s: float) -> float:
+    """(B, 3) body keypoints at two times, mm -> horizontal body speed, mm/s (NaN if none is seen twice).
+
+    The mean over the keypoints seen in both frame sets of each one's own horizontal speed: a centre
+    of whichever keypoints happen to be seen would jump by tens of mm when one of them drops out
+    (read as a 1-2 m/s spike of a rat walking at 0.2 m/s).
+    """
+    both = np.isfinite(before).all(axis=1) & np.isfinite(after).all(axis=1)
+    if not both.any() or not dt_s > 0:
+        return float("nan")
+    return float(np.mean(np.linalg.norm((after[both] - before[both])[:, :2], axis=1)) / dt_s)
+
+
 class ViewState:
     """Everything the window draws; fed with packets, read by the window at redraw time.
 
@@ -388,24 +404,20 @@ class ViewState:
         self._trail.append((t, paws))
         while self._trail and t - self._trail[0][0] > self.trail_s * 1e9:
             self._trail.popleft()
-        body = self._body_point(names, pts)
+        body = self._body_points(names, pts)
         speed = float("nan")
-        if self._prev_body is not None and np.all(np.isfinite(body)) and t > self._prev_body[0]:
-            dt = (t - self._prev_body[0]) / 1e9
-            speed = float(np.linalg.norm((body - self._prev_body[1])[:2]) / dt)
-        if np.all(np.isfinite(body)):
+        if self._prev_body is not None and t > self._prev_body[0]:
+            speed = body_speed_mm_s(self._prev_body[1], body, (t - self._prev_body[0]) / 1e9)
+        if np.isfinite(body).all(axis=1).any():
             self._prev_body = (t, body)
         self._trace.append((t, paws[:, 2].copy(), speed))
         while self._trace and t - self._trace[0][0] > self.trace_s * 1e9:
             self._trace.popleft()
 
     @staticmethod
-    def _body_point(names: Sequence[str], pts: np.ndarray) -> np.ndarray:
-        """The body centre used for speed: mean of the ears and tail base that are finite."""
-        idx = [names.index(n) for n in ("left_ear", "right_ear", "tail_base") if n in names]
-        sel = pts[idx] if idx else pts
-        sel = sel[np.all(np.isfinite(sel), axis=1)]
-        return sel.mean(axis=0) if len(sel) else np.full(3, np.nan)
+    def _body_points(names: Sequence[str], pts: np.ndarray) -> np.ndarray:
+        """(B, 3) the keypoints the body speed is measured on: ears and tail base (NaN = unseen)."""
+        return np.stack([pts[names.index(n)] if n in names else np.full(3, np.nan) for n in BODY_KEYPOINTS])
 
     # -- reading -----------------------------------------------------------------------------------
 
