@@ -139,7 +139,9 @@ def test_worker_end_to_end(tmp_path, tiny_model):
         while time.monotonic() < t_end:
             cap = time.monotonic_ns()
             for c, pub in cams.items():
-                send_packet(pub, _frame(c, k, cap + (1_000_000 if c == "c1" else 0)))  # 1 ms apart
+                # 1 ms apart; c1 earlier, not later: a capture stamp after the send would make
+                # "received" precede "capture" when the worker is quick
+                send_packet(pub, _frame(c, k, cap - (1_000_000 if c == "c1" else 0)))
             k += 1
             got, _ = _collect(sub, period)
             kps += got
