@@ -89,9 +89,9 @@ class PawThresholds:
         max_two_view_error_px: a paw triangulated from only two views with a mean reprojection
             error above this is treated as unseen (needs the per-keypoint n_cameras / error that
             fusion puts in Pose3DPacket; see `PawPlacementDetector.feed`); inf switches it off.
-        single_view_min_duration_ms: a touchdown decided on a paw position that fusion could only
-            place on the floor from one camera (n_cameras = 1, `Pose3DPacket.floor_mm`) must hold
-            this long, touchdowns and lift-offs alike: such a point cannot show motion along that
+        single_view_min_duration_ms: a new state (touchdown or lift-off) seen on a paw position
+            that fusion could only place on the floor from one camera (n_cameras = 1,
+            `Pose3DPacket.floor_mm`) must hold this long: such a point cannot show motion along that
             camera's ray, so a paw landing towards the camera looks still a frame or two early, and
             its noise (a few mm) must not lift a planted paw. The onset is still the first frame of
             the new state; only the decision waits. 40 ms: on the synthetic rig (30 fps) precision
@@ -381,7 +381,8 @@ class PawPlacementDetector:
             track.run = []
             return []
         track.run.append((t_ns, p))
-        track.run_single_view = track.run_single_view or single_view if len(track.run) > 1 else single_view
+        # the run is held longer if any of its frames is a one-camera floor point
+        track.run_single_view = single_view if len(track.run) == 1 else (track.run_single_view or single_view)
         min_ms = th.min_duration_ms
         if track.run_single_view:
             min_ms = max(min_ms, th.single_view_min_duration_ms)

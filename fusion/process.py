@@ -90,13 +90,11 @@ class FusionPipeline:
         self.keypoint_names = tuple(keypoint_names)
         self.options = options
         self.sync = FrameSynchronizer(self.rig.camera_names, options.sync)
-        unknown = set(options.keypoint_motion) - set(self.keypoint_names)
-        if unknown:
-            raise ValueError(f"keypoint_motion: unknown keypoints {sorted(unknown)}; keypoints are {list(self.keypoint_names)}")
+        for what, names in (("keypoint_motion", options.keypoint_motion), ("floor_keypoints", options.floor_keypoints)):
+            unknown = set(names) - set(self.keypoint_names)
+            if unknown:
+                raise ValueError(f"{what}: unknown keypoints {sorted(unknown)}; keypoints are {list(self.keypoint_names)}")
         motion = [options.keypoint_motion.get(n) for n in self.keypoint_names]
-        unknown = set(options.floor_keypoints) - set(self.keypoint_names)
-        if unknown:
-            raise ValueError(f"floor_keypoints: unknown keypoints {sorted(unknown)}; keypoints are {list(self.keypoint_names)}")
         self._floor_idx = np.array([i for i, n in enumerate(self.keypoint_names) if n in options.floor_keypoints], np.int64)
         self.kalman = KalmanFilter3D(len(self.keypoint_names), options.kalman, motion)
         self._cam_index = {c: i for i, c in enumerate(self.rig.camera_names)}

@@ -298,15 +298,15 @@ class RatMotion:
             head = _head_points(neck[rows], trial, hp[rows])
             return np.all(np.abs(np.stack([h[:, 1] for h in head], axis=1)) <= lim, axis=1)
 
-        todo = np.flatnonzero(~inside(yaw0, np.arange(len(t))))
+        outside = np.flatnonzero(~inside(yaw0, np.arange(len(t))))
         for alpha in np.linspace(0.05, 1.0, 20):
-            if len(todo) == 0:
+            if len(outside) == 0:
                 break
-            trial = yaw0[todo] + alpha * delta[todo]
-            ok = inside(trial, todo)
-            yaw[todo[ok]] = trial[ok]
-            todo = todo[~ok]
-        yaw[todo] = (yaw0 + delta)[todo]
+            trial = yaw0[outside] + alpha * delta[outside]
+            ok = inside(trial, outside)
+            yaw[outside[ok]] = trial[ok]
+            outside = outside[~ok]
+        yaw[outside] = (yaw0 + delta)[outside]
         nose, ear_l, ear_r = _head_points(neck, yaw, hp)
         paws = {paw: self._paw(paw, t, ax, pitch, lifted) for paw in PAWS}
         named = {"nose": nose, "left_ear": ear_l, "right_ear": ear_r, "tail_base": ax["tail_base"], **paws}
