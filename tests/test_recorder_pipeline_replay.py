@@ -106,6 +106,8 @@ def test_replay_reproduces_live_3d(tmp_path):
         time.sleep(3.0)
     finally:
         logs = _stop(procs)
+    # a recorder that refused to start (e.g. too little free disk) leaves no session: show why
+    assert (tmp_path / "live" / "session.json").is_file(), logs
     live = open_session(tmp_path / "live")
     assert live.status == "complete", logs
     assert len(live.pose3d().fnum) > 10, logs
