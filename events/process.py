@@ -29,14 +29,15 @@ from ratrig.skeleton import PAWS
 from ratrig.transport import ReceiveCounters, make_pub, make_sub, recv_packet, send_packet
 
 from events.outputs import OutputRunner, OutputSpec, parse_output_specs, start_outputs
-from events.paw import LIFTOFF, TOUCHDOWN, PawPlacementDetector, thresholds_from_config
+from events.paw import LIFTOFF, TOUCHDOWN, PawPlacementDetector, check_floor_area, thresholds_from_config
 from events.rules import RuleEngine, RuleSpec, parse_rule_specs
 
 log = logging.getLogger("events")
 
 _THRESHOLD_KEYS = ("touchdown_height_mm", "liftoff_height_mm", "touchdown_speed_mm_s", "liftoff_speed_mm_s",
                    "min_duration_ms", "speed_window_ms", "liftoff_distance_mm", "last_frame_fraction",
-                   "max_gap_ms", "floor_tolerance_mm", "max_two_view_error_px", "single_view_min_duration_ms")
+                   "max_gap_ms", "floor_tolerance_mm", "max_two_view_error_px", "single_view_min_duration_ms",
+                   "step_distance_mm")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class EventsSetup:
     outputs: list[OutputSpec]
     event_names: tuple[str, ...]
     keypoints: tuple[str, ...]
+    floor_area_mm: tuple[float, float, float, float] | None = None
 
 
 def setup_from_config(rig: RigConfig) -> EventsSetup:
@@ -60,9 +62,10 @@ def setup_from_config(rig: RigConfig) -> EventsSetup:
         rules = parse_rule_specs(ev.rules, rig.keypoints)
         names = (TOUCHDOWN, LIFTOFF, *[r.name for r in rules])
         outputs = parse_output_specs(ev.outputs, names, resolve=rig.resolve)
+        area = check_floor_area(ev.floor_area_mm) if ev.floor_area_mm else None
     except ValueError as e:
-        raise ConfigError(f"{file}: {e}") from None
-    return EventsSetup(thresholds, rules, outputs, names, tuple(rig.keypoints))
+        raise ConfigError(f"{file}: events.{e}" if str(e).startswith("floor_area_mm") else f"{file}: {e}") from None
+    return EventsSetup(thresholds, rules, outputs, names, tuple(rig.keypoints), area)
 
 
 @dataclass
@@ -81,7 +84,7 @@ class EventsStage:
 
     def __init__(self, setup: EventsSetup, runners: Sequence[OutputRunner]) -> None:
         self.setup = setup
-        self.detector = PawPlacementDetector(setup.thresholds)
+        self.detector = PawPlacementDetector(setup.thresholds, floor_area_mm=setup.floor_area_mm)
         self.rules = RuleEngine(setup.rules, setup.keypoints)
         self.runners = list(runners)
         self.counters = _Counters()

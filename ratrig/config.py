@@ -185,7 +185,11 @@ class EventsConfig:
     floor_tolerance_mm: Union[float, None] = None  # a paw lower than -this is a triangulation error (default 8)
     max_two_view_error_px: Union[float, None] = None  # 2-view paws with a larger reprojection error are ignored (default inf: off)
     single_view_min_duration_ms: Union[float, None] = None  # decisions on one-camera floor points must hold this long (default 40)
+    step_distance_mm: Union[float, None] = None  # a planted paw this far from where it stood has stepped, however slowly
     paws: dict[str, dict[str, float]] = field(default_factory=dict)  # per-paw overrides of the above
+    # [x_min, y_min, x_max, y_max] world mm: the floor a paw can stand on (the arena plus a margin);
+    # paw positions outside it are errors (e.g. a hanging paw's floor point beyond the wall). Empty: no bound
+    floor_area_mm: list[float] = field(default_factory=list)
     # output plugins: tables with type = "serial" | "udp" | "zmq" | "python"; validated by `events`
     outputs: list[dict[str, Any]] = field(default_factory=list)
     # rule triggers: tables {name = "rearing", when = "nose.z > 150 mm for 0.3 s"}; validated by `events`

@@ -7,7 +7,7 @@ compares them with the truth of the same moment (frame k of the shared tick sche
 the running figures as stats/evaluator:
 
     accuracy.pose2d_error_px.{median, p95, n}           visible keypoints with a finite prediction,
-                                                        on every 2nd moment (visibility costs ~0.6 ms a view)
+                                                        on every 6th moment (visibility costs ~0.7 ms a view)
     accuracy.pose3d_error_mm.{raw, filtered}.{median, p95, n}
     accuracy.pose3d_coverage.{raw, filtered}            fraction of true keypoints with a 3D estimate
     events.touchdown.{precision, recall, timing_error_ms_median, n_true, n_detected}
@@ -148,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
 
     truth = SyntheticTruth.from_rig_config(rig)
     renderer = Renderer(truth.calibration, corridor_of(rig), seed=rig.synthetic.seed)
-    ev = Evaluator(truth, renderer, rig.keypoints)
+    # 2D errors on every 6th moment: ~5,000 keypoints a minute, and the evaluator (the synthetic
+    # rig's yardstick, not a product stage) leaves the CPU to the pipeline it measures
+    ev = Evaluator(truth, renderer, rig.keypoints, every_2d=6)
     eps = Endpoints(rig)
     ctx = zmq.Context()
     sources = [eps.connect(f"inference/{j}") for j in range(len(rig.worker_groups()))]

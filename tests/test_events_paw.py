@@ -219,3 +219,113 @@ def test_below_floor_outliers_are_not_steps(walk):
     s_on = score_touchdowns(ev_on, walk.contacts, T0_NS, skip_s=0.5, end_s=end)
     assert s_off.precision < 0.8, s_off  # the outliers do break the detector without the gate
     assert s_on.precision >= 0.95 and s_on.recall >= 0.9, s_on
+
+
+DT = int(round(1e9 / FPS))
+ONE_CAMERA = np.ones(1, np.int64)  # n_cameras of a floor point (fusion.floor)
+TRIANGULATED = np.full(1, 3, np.int64)
+
+
+def feed_one(det, k, xyz, n_cam=ONE_CAMERA):
+    return det.feed(k * DT, np.array([xyz], float), k, n_cam)
+
+
+def one_paw(**changes):
+    th = dataclasses.replace(default_thresholds(), **changes)
+    return PawPlacementDetector({"hind_left_paw": th}, paws=("hind_left_paw",), clock=lambda: 0)
+
+
+def test_slow_low_shuffle_seen_by_one_camera_is_a_step():
+    """A 30 mm shuffle over 250 ms (peak 225 mm/s, no height: floor points) is slower than the
+    touchdown speed and never high, so only step_distance_mm sees it; the paw's 3 mm scatter
+    while planted must not."""
+    rng = np.random.default_rng(0)
+    noise = lambda: np.r_[rng.uniform(-3, 3, 2), 0.0]  # noqa: E731
+    track = [np.array([0.0, 0.0, 4.0]) + noise() for _ in range(30)]  # frames 0-29 planted
+    u = np.arange(1, 8) / 8.0  # frames 30-36 move on a minimum-jerk path
+    track += [np.array([30.0 * (u_ ** 3 * (10 - 15 * u_ + 6 * u_ ** 2)), 0.0, 4.0]) for u_ in u]
+    track += [np.array([30.0, 0.0, 4.0]) + noise() for _ in range(20)]  # lands on frame 37
+    found = {}
+    for name, th in (("default", {}), ("off", {"step_distance_mm": np.inf})):
+        det = one_paw(**th)
+        found[name] = [e for k, xyz in enumerate(track) for e in feed_one(det, k, xyz)]
+    assert found["off"] == []
+    assert [e.name for e in found["default"]] == [LIFTOFF, TOUCHDOWN]
+    lift, touch = found["default"]
+    assert abs(touch.extra["onset_ns"] - 37 * DT) <= DT  # within a frame of the landing
+    assert touch.position_mm[0] == pytest.approx(30.0, abs=3.0)
+    assert lift.extra["onset_ns"] < 34 * DT and lift.capture_ns < touch.capture_ns
+
+
+def test_a_planted_paw_switching_between_floor_points_and_triangulations_stays_planted():
+    """Floor points and triangulations of one planted paw differ by their errors (here 25 mm,
+    more than step_distance_mm); a switch between them is not a step."""
+    det = one_paw()
+    events = []
+    for k in range(60):
+        floor = (k // 5) % 2 == 1
+        xyz = [25.0, 0.0, 4.0] if floor else [0.0, 0.0, 4.0]
+        events += feed_one(det, k, xyz, ONE_CAMERA if floor else TRIANGULATED)
+    assert events == [] and det.states["hind_left_paw"] == STANCE
+
+
+def test_positions_outside_the_floor_area_are_ignored():
+    """A front paw held up in a rear at the corridor's end: one camera sees it, so its floor point
+    lands beyond the end wall and stands still there. It is no touchdown when the detector knows
+    the floor area."""
+    th = default_thresholds()
+    events = {}
+    for area in (None, (-760.0, -45.0, 760.0, 45.0)):
+        det = PawPlacementDetector({"front_left_paw": th}, paws=("front_left_paw",), clock=lambda: 0,
+                                   floor_area_mm=area)
+        got = []
+        for k in range(10):
+            got += feed_one(det, k, [650.0, 20.0, 4.0], TRIANGULATED)
+        for k, z in zip(range(10, 14), (20.0, 45.0, 70.0, 90.0)):  # lifted: triangulated
+            got += feed_one(det, k, [655.0, 20.0, z], TRIANGULATED)
+        for k in range(14, 40):  # now one camera: its ray meets the floor 160 mm further on
+            got += feed_one(det, k, [812.0 + (k % 2), -30.0, 4.0], ONE_CAMERA)
+        events[area is None] = [e.name for e in got]
+    assert events[True] == [LIFTOFF, TOUCHDOWN]  # without the area: a touchdown in mid-air
+    assert events[False] == [LIFTOFF]
+    with pytest.raises(ValueError, match=r"floor_area_mm: expected \[x_min, y_min, x_max, y_max\]"):
+        PawPlacementDetector({"front_left_paw": th}, paws=("front_left_paw",), floor_area_mm=(0, 0, 1))
+
+
+def test_one_wild_frame_does_not_restart_a_touchdown():
+    """A landing seen by one camera (decisions hold 40 ms = 3 frames; the paw lands on frame 12
+    and looks still from frame 13): a single wild detection on frame 14 is forgiven, so the
+    touchdown keeps its onset and is decided on time; two wild frames in a row restart it."""
+    def landing(wild_frames):
+        det = one_paw()
+        out = []
+        for k in range(6):
+            out += feed_one(det, k, [0.0, 0.0, 4.0])
+        for k in range(6, 12):  # a fast swing, 40 mm per frame
+            out += feed_one(det, k, [40.0 * (k - 5), 0.0, 4.0])
+        for k in range(12, 25):  # landed at x = 280 on frame 12; wild frames 45 mm off, each its own way
+            wild = [45.0 * (k % 2), 45.0 * (1 - k % 2)] if k in wild_frames else [0.0, 0.0]
+            out += feed_one(det, k, [280.0 + wild[0], wild[1], 4.0])
+        return [e for e in out if e.name == TOUCHDOWN]
+
+    clean, one, two = landing(()), landing((14,)), landing((14, 15))
+    assert len(clean) == len(one) == len(two) == 1
+    assert clean[0].extra["onset_ns"] == (12 * DT + 13 * DT) // 2 and clean[0].frame_set_index == 15
+    assert one[0].extra["onset_ns"] == clean[0].extra["onset_ns"]
+    assert one[0].frame_set_index == 15
+    assert two[0].extra["onset_ns"] > clean[0].extra["onset_ns"] + DT
+
+
+def test_liftoff_onset_is_the_last_frame_at_rest():
+    """The speed and height tests see a lift-off two frames late; its onset is walked back to the
+    last frame where the paw still stood."""
+    det = one_paw()
+    xs = [0.0] * 10 + [3.0, 9.0, 18.0, 30.0, 45.0, 60.0]
+    zs = [4.0] * 10 + [6.0, 8.0, 10.0, 12.0, 14.0, 16.0]
+    events = []
+    for k, (x, z) in enumerate(zip(xs, zs)):
+        events += feed_one(det, k, [x, 0.0, z], TRIANGULATED)
+    assert [e.name for e in events] == [LIFTOFF]
+    # frame 10 (x = 3) is still within liftoff_distance_mm of the rest spot, frame 11 (x = 9) is not
+    assert events[0].extra["onset_ns"] == (10 * DT + 11 * DT) // 2
+    assert events[0].frame_set_index == 13  # decided when the speed test fired

@@ -219,6 +219,16 @@ def test_setup_from_config_validates_and_derives_thresholds(tmp_path):
     """)
     with pytest.raises(ConfigError, match=r"bad2\.toml: events: liftoff_height_mm"):
         setup_from_config(load_config(bad2))
+    assert setup.floor_area_mm is None
+    area = write_config(tmp_path / "area.toml", """
+        floor_area_mm = [-760.0, -45.0, 760.0, 45.0]
+    """)
+    assert setup_from_config(load_config(area)).floor_area_mm == (-760.0, -45.0, 760.0, 45.0)
+    bad3 = write_config(tmp_path / "bad3.toml", """
+        floor_area_mm = [760.0, -45.0, -760.0, 45.0]
+    """)
+    with pytest.raises(ConfigError, match=r"bad3\.toml: events\.floor_area_mm: expected \[x_min, y_min, x_max, y_max\]"):
+        setup_from_config(load_config(bad3))
 
 
 def test_events_stage_imports_no_gui_or_model_framework():
