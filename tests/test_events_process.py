@@ -70,6 +70,32 @@ def test_bad_output_config_exits_2_naming_the_key(tmp_path):
     assert "events.outputs[0].baud" in err and "rig.toml" in err
 
 
+def test_run_check_validates_the_events_section_before_anything_starts(tmp_path):
+    """`ratrig run --check` (and every session, before its first process) checks [events] the way
+    the events process would: a bad rule or floor area is named without starting anything."""
+    good = write_config(tmp_path / "good.toml", """
+        floor_area_mm = [-760.0, -45.0, 760.0, 45.0]
+        [[events.rules]]
+        name = "far_end"
+        when = "nose.x > 600 mm"
+    """)
+    bad = write_config(tmp_path / "bad.toml", """
+        [[events.rules]]
+        name = "far_end"
+        when = "nose.x >> 600 mm"
+    """)
+    area = write_config(tmp_path / "area.toml", """
+        floor_area_mm = [0.0, 0.0, 10.0]
+    """)
+    run = [sys.executable, "-m", "ratrig", "run", "--check"]
+    ok = subprocess.run(run + [str(good)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    for path, key in ((bad, "events.rules[0].when"), (area, "events.floor_area_mm")):
+        res = subprocess.run(run + [str(path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2, res.stderr
+        assert key in res.stderr and path.name in res.stderr, res.stderr
+
+
 def test_events_process_end_to_end(tmp_path):
     walk = simulate(8.0, FPS, seed=5)
     paw_idx = [KEYPOINTS.index(p) for p in PAWS]

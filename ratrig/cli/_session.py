@@ -26,7 +26,7 @@ import zmq
 from ratrig import __version__
 from ratrig.camera import CalibrationError, load_calibration
 from ratrig.clock import now_ns
-from ratrig.config import Endpoints, RigConfig, config_to_dict, replace_section, save_config
+from ratrig.config import ConfigError, Endpoints, RigConfig, config_to_dict, replace_section, save_config
 from ratrig.messages import StatsPacket
 from ratrig.summary import build_summary
 from ratrig.supervisor import ProcessSpec, Supervisor
@@ -85,7 +85,21 @@ def prepare(rig: RigConfig, run_dir: Path) -> tuple[RigConfig, dict[str, Any]]:
             raise SessionError(str(e)) from None
     if rig.inference.model:
         facts["model"] = check_model(rig)
+    check_events(rig)
     return rig, facts
+
+
+def check_events(rig: RigConfig) -> None:
+    """Validate [events] (thresholds, floor area, rules, outputs) before any process starts, as the
+    events process would on start-up; nothing to check when that stage is off or not installed."""
+    if not (rig.events.enabled and stage_available("events.process")):
+        return
+    from events.process import setup_from_config  # lazy: stages are imported by the composition root only
+
+    try:
+        setup_from_config(rig)
+    except ConfigError as e:
+        raise SessionError(str(e)) from None
 
 
 def check_model(rig: RigConfig) -> dict[str, Any]:

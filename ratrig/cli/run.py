@@ -10,7 +10,7 @@ import sys
 
 from ratrig.camera import CalibrationError, load_calibration
 from ratrig.cli._common import add_session_args, apply_overrides, print_summary, setup_logging, viewer_possible
-from ratrig.cli._session import SessionError, SessionOptions, check_model, run_session
+from ratrig.cli._session import SessionError, SessionOptions, check_events, check_model, run_session
 from ratrig.config import ConfigError, load_config
 
 
@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ratrig run: {e}", file=sys.stderr)
         return 2
     if args.check:
+        try:
+            check_events(rig)
+        except SessionError as e:
+            print(f"ratrig run: {e}", file=sys.stderr)
+            return 2
         if rig.inference.model:
             try:
                 info = check_model(rig)
