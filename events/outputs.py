@@ -109,14 +109,15 @@ class SerialOutput:
         except (serial.SerialException, OSError, ValueError) as e:
             raise OSError(f"serial output: cannot open {port!r} at {baud} baud: {e}") from None
         self.kinds = tuple(kinds)
-        self.last_write_ns = 0
+        self.last_write_ns = 0  # when the write of the last event byte began (monotonic ns)
         self._serial.write(bytes([SET_PULSE_MS, int(pulse_ms)]))
         self._serial.flush()
 
     def process(self, event: EventPacket) -> None:
+        started = now_ns()
         self._serial.write(bytes([event_byte(event, self.kinds)]))
         self._serial.flush()
-        self.last_write_ns = now_ns()
+        self.last_write_ns = started
 
     def close(self) -> None:
         self._serial.close()

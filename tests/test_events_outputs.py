@@ -68,14 +68,20 @@ def test_serial_output_writes_protocol_bytes_promptly(pty_pair):
         assert [b for b, _ in read_bytes(master, 2)] == [SET_PULSE_MS, 7]
         sent = [ev("touchdown", "front_right_paw"), ev("liftoff", "hind_left_paw"), ev("rearing", "nose")]
         got = []
-        for e in sent:
+        for i, e in enumerate(sent):
             t_submit = now_ns()
             assert runner.submit(e)
             (b, t_read), = read_bytes(master, 1)
             got.append(b)
             # the byte reaches the other end of the line within a few ms of the event being offered
             assert (t_read - t_submit) < 50e6, (t_read - t_submit) / 1e6
-            assert out.last_write_ns <= t_read
+            # this event's write began after it was offered and before its byte arrived (the
+            # output thread records it once flush() returns, which may be after the read)
+            deadline = time.monotonic() + 2.0
+            while runner.stats.written < i + 1 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert runner.stats.written == i + 1
+            assert t_submit <= out.last_write_ns <= t_read
         assert got == [0x80 | 1, 0x80 | 0x10 | 2, 0x80 | 0x20 | 0]
         assert all(b & EVENT_BIT for b in got)
     finally:
