@@ -155,18 +155,19 @@ class PawThresholds:
 def default_thresholds(rat_length_mm: float = DEFAULT_RAT_LENGTH_MM) -> PawThresholds:
     """Thresholds scaled to the rat: nose-to-tail-base length, mm -> PawThresholds.
 
-    For a 230 mm rat: on the floor below 13.8 mm and 253 mm/s, off above 18.4 mm or 299 mm/s, and
-    a planted paw must also move 8 mm to lift off; one that moved 20.7 mm has stepped. Why these fractions: a paw keypoint sits about
-    0.02 L above the floor in stance and a rat's swing clears the floor by a few mm up to about
-    0.08 L, so height alone misses short steps; a swinging paw moves at one to several body lengths
-    per second while a planted one is still, so about 1.1-1.3 L/s over the 70 ms speed window sits
-    above the jitter of a Kalman-filtered stationary paw with 2-4 mm triangulation noise and below
-    most of the swing. A planted paw that ends up 0.09 L (21 mm) from where it stood has stepped
-    even if it never looked fast or high (one-camera floor points at the corridor ends scatter by
-    10-15 mm; 16 mm cost precision there, 25 mm recall). No debounce by default (min_duration_ms = 0): the 70 ms speed window already
-    spans two frames at 30 fps, and on the synthetic rig a 30 ms debounce cost a frame of latency
-    without raising precision. A 50 ms speed window (one frame at 30 fps) gets the onset about
-    10 ms closer for fast walkers but lowers precision to 0.93-0.97.
+    For a 230 mm rat: on the floor below 13.8 mm and 253 mm/s, off above 18.4 mm or 299 mm/s, and a
+    planted paw must also move 8 mm to lift off; one that moved 20.7 mm has stepped. Why these
+    fractions: a paw keypoint sits about 0.02 L above the floor in stance and a rat's swing clears
+    the floor by a few mm up to about 0.08 L, so height alone misses short steps; a swinging paw
+    moves at one to several body lengths per second while a planted one is still, so about 1.1-1.3
+    L/s over the 70 ms speed window sits above the jitter of a Kalman-filtered stationary paw with
+    2-4 mm triangulation noise and below most of the swing. A planted paw that ends up 0.09 L (21
+    mm) from where it stood has stepped even if it never looked fast or high (one-camera floor
+    points at the corridor ends scatter by 10-15 mm; 16 mm cost precision there, 25 mm recall). No
+    debounce by default (min_duration_ms = 0): the 70 ms speed window already spans two frames at 30
+    fps, and on the synthetic rig a 30 ms debounce cost a frame of latency without raising
+    precision. A 50 ms speed window (one frame at 30 fps) gets the onset about 10 ms closer for fast
+    walkers but lowers precision to 0.93-0.97.
 
     Tuned on the synthetic rig (tests/test_events_paw.py; 30 fps, 2-4 mm jitter), not on real
     rats: check them on your own recordings and override them in [events] / [events.paws.<paw>].
@@ -224,22 +225,23 @@ def thresholds_from_config(
     return out
 
 
-def check_floor_area(area: Sequence[float]) -> tuple[float, float, float, float]:
-    """[x_min, y_min, x_max, y_max] world mm -> the same as a tuple; ValueError if malformed."""
+def check_floor_area(area: Sequence[float], where: str = "floor_area_mm") -> tuple[float, float, float, float]:
+    """[x_min, y_min, x_max, y_max] world mm -> the same as a tuple; ValueError naming `where` if malformed."""
     try:
         a = tuple(float(v) for v in area)
     except (TypeError, ValueError):
-        raise ValueError(f"floor_area_mm: expected [x_min, y_min, x_max, y_max] in mm, got {area!r}") from None
+        raise ValueError(f"{where}: expected [x_min, y_min, x_max, y_max] in mm, got {area!r}") from None
     if len(a) != 4 or not all(math.isfinite(v) for v in a) or not (a[0] < a[2] and a[1] < a[3]):
-        raise ValueError(f"floor_area_mm: expected [x_min, y_min, x_max, y_max] in mm with min < max, got {list(area)!r}")
+        raise ValueError(f"{where}: expected [x_min, y_min, x_max, y_max] in mm with min < max, got {list(area)!r}")
     return a  # type: ignore[return-value]
 
 
 def _median_xy(points: Iterable[np.ndarray]) -> np.ndarray:
     """Median of a few (2,) points per coordinate, as np.median(axis=0) (which costs ~50 us a call:
     this runs for every paw of every frame set)."""
-    xs = sorted(float(q[0]) for q in points)
-    ys = sorted(float(q[1]) for q in points)
+    pts = list(points)
+    xs = sorted(float(q[0]) for q in pts)
+    ys = sorted(float(q[1]) for q in pts)
     m = len(xs) // 2
     if len(xs) % 2:
         return np.array([xs[m], ys[m]])
@@ -257,8 +259,7 @@ class _RunFrame(NamedTuple):
 class _PawTrack:
     """Mutable per-paw state of the detector (not shared)."""
 
-    __slots__ = ("state", "history", "run", "last_seen_ns", "event_onset_ns", "stance_xy",
-                 "stance_single", "run_glitch")
+    __slots__ = ("state", "history", "run", "last_seen_ns", "event_onset_ns", "stance", "run_glitch")
 
     def __init__(self) -> None:
         self.state = UNKNOWN
@@ -269,9 +270,9 @@ class _PawTrack:
         self.run_glitch = False  # the run has already forgiven one frame that broke it
         self.last_seen_ns: int | None = None
         self.event_onset_ns: int | None = None  # onset of the current state (for durations)
-        # horizontal positions of the current stance (its median is where the paw stands)
-        self.stance_xy: deque[np.ndarray] = deque(maxlen=15)
-        self.stance_single: deque[bool] = deque(maxlen=15)  # whether each stance_xy is a floor point
+        # (horizontal position (2,), one-camera floor point?) of the current stance's frames; their
+        # median is where the paw stands
+        self.stance: deque[tuple[np.ndarray, bool]] = deque(maxlen=15)
 
 
 class PawPlacementDetector:
@@ -357,12 +358,12 @@ class PawPlacementDetector:
         for i, (paw, track) in enumerate(zip(self.paws, self._tracks)):
             p = pos[i]
             th = self.thresholds[paw]
-            if not self._reliable(th, p, None if n_cam is None else int(n_cam[i]), None if err is None else float(err[i]),
-                                  self.floor_area_mm):
+            n_i = None if n_cam is None else int(n_cam[i])
+            if not self._reliable(th, p, n_i, None if err is None else float(err[i]), self.floor_area_mm):
                 if track.last_seen_ns is not None and capture_ns - track.last_seen_ns > th.max_gap_ms * 1e6:
                     self._forget(track)
                 continue
-            single = n_cam is not None and int(n_cam[i]) == 1
+            single = n_i == 1
             events += self._step(i, paw, track, capture_ns, p.copy(), int(frame_set_index), single)
         return events
 
@@ -392,8 +393,7 @@ class PawPlacementDetector:
         track.run = []
         track.last_seen_ns = None
         track.event_onset_ns = None
-        track.stance_xy.clear()
-        track.stance_single.clear()
+        track.stance.clear()
         track.run_glitch = False
 
     def _speed(self, track: _PawTrack, th: PawThresholds, t_ns: int, p: np.ndarray) -> float:
@@ -432,11 +432,11 @@ class PawPlacementDetector:
         contact = z < th.touchdown_height_mm and settled < th.touchdown_speed_mm_s  # NaN speed: False
         airborne = z > th.liftoff_height_mm or speed > th.liftoff_speed_mm_s
         if track.state == STANCE:
-            if track.stance_xy:
+            if track.stance:
                 # A planted paw cannot leave without moving away from where it stands: a speed
                 # spike made of triangulation noise alone is not a lift-off ...
                 if z <= th.liftoff_height_mm:
-                    rest_xy = _median_xy(track.stance_xy)
+                    rest_xy = _median_xy(xy for xy, _ in track.stance)
                     airborne = airborne and float(np.hypot(*(p[:2] - rest_xy))) > th.liftoff_distance_mm
                 # ... and a paw that now stands step_distance_mm from where it stood has stepped,
                 # however slowly and low (a shuffle while turning, a step seen from one camera).
@@ -444,8 +444,7 @@ class PawPlacementDetector:
                 # a floor point and a triangulation of the same planted paw differ by their errors.
                 airborne = airborne or self._moved(track, p, single_view) > th.step_distance_mm
             if not airborne:
-                track.stance_xy.append(p[:2])
-                track.stance_single.append(single_view)
+                track.stance.append((p[:2], single_view))
             target = SWING if airborne else None
         elif track.state == SWING:
             target = STANCE if contact else None
@@ -483,13 +482,11 @@ class PawPlacementDetector:
         track.run_glitch = False
         track.state = target
         onset_ns = self._onset(track, run)
-        if target == SWING and previous == STANCE and track.stance_xy:
-            onset_ns = self._liftoff_onset(track, th, run, _median_xy(track.stance_xy), onset_ns)
-        track.stance_xy.clear()
-        track.stance_single.clear()
+        if target == SWING and previous == STANCE and track.stance:
+            onset_ns = self._liftoff_onset(track, th, run, _median_xy(xy for xy, _ in track.stance), onset_ns)
+        track.stance.clear()
         if target == STANCE:
-            track.stance_xy.extend(f.position[:2] for f in run)
-            track.stance_single.extend(f.single_view for f in run)
+            track.stance.extend((f.position[:2], f.single_view) for f in run)
             rest = np.median(np.stack([f.position for f in run]), axis=0)
         else:
             rest = self._last_rest_position(track, run)
@@ -531,7 +528,7 @@ class PawPlacementDetector:
     def _moved(track: _PawTrack, p: np.ndarray, single_view: bool) -> float:
         """Horizontal distance, mm, from where the paw stands (median of its stance positions of the
         same kind as p: one-camera floor points or triangulations) to p; 0 with fewer than two."""
-        same = [q for q, sv in zip(track.stance_xy, track.stance_single) if sv == single_view]
+        same = [xy for xy, sv in track.stance if sv == single_view]
         if len(same) < 2:
             return 0.0
         return float(np.hypot(*(p[:2] - _median_xy(same))))
@@ -550,7 +547,8 @@ class PawPlacementDetector:
                 continue
             if track.event_onset_ns is not None and t_old < track.event_onset_ns:
                 break
-            at_rest = p_old[2] < th.touchdown_height_mm and float(np.hypot(*(p_old[:2] - rest_xy))) <= th.liftoff_distance_mm
+            at_rest = (p_old[2] < th.touchdown_height_mm
+                       and float(np.hypot(*(p_old[:2] - rest_xy))) <= th.liftoff_distance_mm)
             if at_rest:
                 return (t_old + later) // 2
             later = t_old

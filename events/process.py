@@ -62,9 +62,9 @@ def setup_from_config(rig: RigConfig) -> EventsSetup:
         rules = parse_rule_specs(ev.rules, rig.keypoints)
         names = (TOUCHDOWN, LIFTOFF, *[r.name for r in rules])
         outputs = parse_output_specs(ev.outputs, names, resolve=rig.resolve)
-        area = check_floor_area(ev.floor_area_mm) if ev.floor_area_mm else None
+        area = check_floor_area(ev.floor_area_mm, "events.floor_area_mm") if ev.floor_area_mm else None
     except ValueError as e:
-        raise ConfigError(f"{file}: events.{e}" if str(e).startswith("floor_area_mm") else f"{file}: {e}") from None
+        raise ConfigError(f"{file}: {e}") from None
     return EventsSetup(thresholds, rules, outputs, names, tuple(rig.keypoints), area)
 
 
