@@ -11,6 +11,7 @@ Topics (prefix matching is how subscribers filter):
     ``pose3d``           Pose3DPacket       fusion      -> events, recorder, viewer
     ``event/<name>``     EventPacket        events      -> outputs, recorder, viewer
     ``stats/<process>``  StatsPacket        every stage -> supervisor, viewer
+    ``behaviour/<name>`` BehaviourPacket    behaviour   -> recorder, viewer, lab scripts
 """
 from __future__ import annotations
 
@@ -198,9 +199,52 @@ class StatsPacket:
         return {}
 
 
-Packet = Union[FramePacket, Keypoints2DPacket, Pose3DPacket, EventPacket, StatsPacket]
+@dataclass(frozen=True, slots=True)
+class BehaviourPacket:
+    """Behaviour features and segmentation of one frame set (`analysis.behaviour`).
+
+    `features` (F,) float64 are window features ending at this frame set, named by `feature_names`
+    (NaN = not computable, e.g. a keypoint unseen); `state` is the segmentation state (-1 before the
+    segmenter has a model) and `state_probs` (S,) float64 its filtered (causal) posterior, empty
+    without a model. `emitted_ns` is when the stage published it: `emitted_ns - capture_ns` is the
+    capture -> behaviour latency.
+    """
+
+    TYPE: ClassVar[str] = "behaviour"
+    name: str
+    frame_set_index: int
+    capture_ns: int
+    emitted_ns: int
+    state: int
+    feature_names: tuple[str, ...]
+    features: np.ndarray
+    state_probs: np.ndarray
+    stamps_ns: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "feature_names", tuple(str(n) for n in self.feature_names))
+
+    @property
+    def topic(self) -> bytes:
+        return b"behaviour/" + self.name.encode()
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "frame_set_index": int(self.frame_set_index),
+            "capture_ns": int(self.capture_ns),
+            "emitted_ns": int(self.emitted_ns),
+            "state": int(self.state),
+            "feature_names": list(self.feature_names),
+        }
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"features": self.features, "state_probs": self.state_probs}
+
+
+Packet = Union[FramePacket, Keypoints2DPacket, Pose3DPacket, EventPacket, StatsPacket, BehaviourPacket]
 PACKET_TYPES: Mapping[str, type] = {
-    cls.TYPE: cls for cls in (FramePacket, Keypoints2DPacket, Pose3DPacket, EventPacket, StatsPacket)
+    cls.TYPE: cls for cls in (FramePacket, Keypoints2DPacket, Pose3DPacket, EventPacket, StatsPacket, BehaviourPacket)
 }
 _TUPLE_FIELDS = {"keypoint_names", "cameras"}
 
