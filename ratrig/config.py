@@ -262,6 +262,34 @@ class ApparatusConfig:
 
 
 @dataclass(frozen=True)
+class BehaviourConfig:
+    """Behaviour features, segmentation and dyskinesia proxies (see `analysis/behaviour/README.md`).
+
+    The live stage (`python -m analysis.behaviour.process`) runs only when `enabled` is true. The
+    proxies are measures from 3D for raters to compare with their scores, not AIMs scores.
+    """
+
+    enabled: bool = False  # start the live behaviour stage in `ratrig run/demo`
+    lesion_side: Literal["left", "right", "none"] = "none"  # turns left/right into ipsi/contra
+    window_s: float = 1.0  # sliding window of the per-frame-set features
+    rotation_window_s: float = 3.0  # net heading change is measured over this (a U-turn is 180 deg)
+    n_states: int = 6  # segmentation states (Gaussian HMM)
+    warmup_s: float = 60.0  # live, without `model`: fit the segmenter on this much data, then freeze it
+    model: str = ""  # a segmenter saved by `python -m analysis.behaviour fit` (.npz); relative to this file
+    stats_interval_s: float = 1.0
+
+    def validate(self, where: str) -> None:
+        for key in ("window_s", "rotation_window_s", "warmup_s", "stats_interval_s"):
+            value = getattr(self, key)
+            if not value > 0:
+                raise ConfigError(f"{where}.{key}: expected a number > 0, got {value!r}")
+        if not 0.2 <= self.window_s <= 10:
+            raise ConfigError(f"{where}.window_s: expected 0.2..10 s, got {self.window_s!r}")
+        if not 2 <= self.n_states <= 30:
+            raise ConfigError(f"{where}.n_states: expected an integer 2..30, got {self.n_states!r}")
+
+
+@dataclass(frozen=True)
 class RigConfig:
     """The whole rig. `path` is the file it came from (None when built in code)."""
 
@@ -278,6 +306,7 @@ class RigConfig:
     recorder: RecorderConfig = field(default_factory=RecorderConfig)
     viewer: ViewerConfig = field(default_factory=ViewerConfig)
     apparatus: ApparatusConfig = field(default_factory=ApparatusConfig)
+    behaviour: BehaviourConfig = field(default_factory=BehaviourConfig)
     path: Union[str, None] = None
 
     def validate(self, where: str) -> None:
@@ -365,11 +394,12 @@ class Endpoints:
         return f"tcp://{host}:{port}"
 
     # offsets: 0 directory, 1..  cameras, 40.. workers, 80 fusion, 81 events, 82 recorder,
-    # 83 supervisor, 84 evaluator (synthetic rig), 85 calibration recorder, 86 transport monitor (probe)
+    # 83 supervisor, 84 evaluator (synthetic rig), 85 calibration recorder, 86 transport monitor (probe),
+    # 87 behaviour
     def ports(self) -> dict[str, int]:
         p = {"directory": self._port(0), "fusion": self._port(80), "events": self._port(81),
              "recorder": self._port(82), "supervisor": self._port(83), "evaluator": self._port(84),
-             "calibration-recorder": self._port(85), "monitor": self._port(86)}
+             "calibration-recorder": self._port(85), "monitor": self._port(86), "behaviour": self._port(87)}
         for i, cam in enumerate(self.rig.cameras):
             p[f"camera/{cam.name}"] = self._port(1 + i)
         for j in range(len(self.rig.worker_groups())):
@@ -507,7 +537,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         cams.append(cam)
     if cams:
         data["cameras"] = cams
-    for section, key in (("inference", "model"), ("calibration", "file")):
+    for section, key in (("inference", "model"), ("calibration", "file"), ("behaviour", "model")):
         sec = data.get(section)
         if isinstance(sec, Mapping) and isinstance(sec.get(key), str) and sec[key] and not os.path.isabs(sec[key]):
             data[section] = dict(sec, **{key: str((base / sec[key]).resolve())})
