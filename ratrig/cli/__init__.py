@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("recorder.replay", "stream a recorded session through the live pipeline"),
     "reprocess": ("recorder.reprocess", "rerun 2D inference and offline 3D on a recorded session"),
     "export": ("recorder.export", "export a session to Anipose, DeepLabCut or NWB"),
+    "triangulate": ("recorder.triangulate", "3D poses from DeepLabCut/SLEAP 2D files and a calibration (no cameras)"),
     "analyze": ("analysis.cli", "gait, corridor, cylinder and rotation reports from sessions"),
     "doctor": ("ratrig.doctor", "check the installation (one OpenCV, numpy<2, imports)"),
 }
