@@ -277,48 +277,155 @@ def encode(packet: Packet) -> list[Any]:
     return [packet.topic, header, *[memoryview(b).cast("B") if b.size else b"" for b in bufs]]
 
 
+#: Largest array one message may declare (a 4K colour frame is 25 MB). Checked before anything is
+#: allocated; libzmq's own limit on a received message is set by `ratrig.transport.make_sub`.
+MAX_BUFFER_BYTES = 256 * 1024**2
+MAX_BUFFER_DIMS = 4
+MAX_BUFFERS = 16
+
+#: Per message type and array: (allowed dtype kinds, allowed itemsizes or None, allowed ndims,
+#: shape rule). Shape rules: "image" (H, W) or (H, W, 1..4); "K3" (K, 3) and "K" (K,) with K the
+#: number of keypoint names. Types and arrays not listed get the generic checks only. (An image
+#: with an odd channel count is well-formed on the wire; the model stage reports what it cannot take.)
+_ARRAY_RULES: Mapping[str, Mapping[str, tuple[str, tuple[int, ...] | None, tuple[int, ...], str]]] = {
+    "frame": {"image": ("u", (1,), (2, 3), "image")},
+    "pose2d": {"keypoints": ("f", None, (2,), "K3")},
+    "pose3d": {"raw_mm": ("f", None, (2,), "K3"), "filtered_mm": ("f", None, (2,), "K3"),
+               "floor_mm": ("f", None, (2,), "K3"), "reprojection_error_px": ("f", None, (1,), "K"),
+               "score": ("f", None, (1,), "K"), "n_cameras": ("iu", None, (1,), "K")},
+}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+#: What a header value must be, by the field's annotation (annotations are strings here). A field
+#: whose annotation is not listed is passed through unchecked.
+_FIELD_CHECKS: Mapping[str, tuple[str, Any]] = {
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "int": ("an integer", _is_int),
+    "float": ("a number", _is_number),
+    "tuple[str, ...]": ("a list of strings", lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)),
+    "tuple[float, float, float]": ("a list of 3 numbers",
+                                   lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_number(x) for x in v)),
+    "Mapping[str, int]": ("a map of string to integer",
+                          lambda v: isinstance(v, Mapping) and all(isinstance(k, str) and _is_int(x) for k, x in v.items())),
+    "Mapping[str, Any]": ("a map with string keys", lambda v: isinstance(v, Mapping) and all(isinstance(k, str) for k in v)),
+}
+_ARRAY_ANNOTATIONS = ("np.ndarray", "np.ndarray | None")
+
+
+def _buffer_spec(kind: str, spec: Any, array_fields: set[str]) -> tuple[str, np.dtype, tuple[int, ...], int]:
+    """One header buffer description -> (name, dtype, shape, bytes); MessageError before any allocation."""
+    if not isinstance(spec, Mapping):
+        raise MessageError(f"{kind}: bad buffer description {spec!r}: expected a map")
+    name, dtype_str, shape_raw = spec.get("name"), spec.get("dtype"), spec.get("shape")
+    if not isinstance(name, str) or name not in array_fields:
+        raise MessageError(f"{kind}: buffer name {name!r}, expected one of {sorted(array_fields)}")
+    if not isinstance(dtype_str, str) or len(dtype_str) > 8:
+        raise MessageError(f"{kind}.{name}: dtype {dtype_str!r}, expected a numpy dtype string such as '<f4'")
+    try:
+        dtype = np.dtype(dtype_str)
+    except (TypeError, ValueError, SyntaxError) as e:
+        raise MessageError(f"{kind}.{name}: dtype {dtype_str!r}: {e}") from None
+    if dtype.hasobject:
+        raise MessageError(f"{kind}.{name}: object dtype not allowed on the wire")
+    if dtype.kind not in "biuf" or not dtype.isnative or dtype.itemsize == 0:
+        raise MessageError(f"{kind}.{name}: dtype {dtype_str!r} not allowed on the wire "
+                           f"(expected a native bool, integer or float dtype)")
+    if not isinstance(shape_raw, (list, tuple)) or len(shape_raw) > MAX_BUFFER_DIMS:
+        raise MessageError(f"{kind}.{name}: shape {shape_raw!r}, expected a list of at most {MAX_BUFFER_DIMS} sizes")
+    if not all(_is_int(d) and 0 <= d <= MAX_BUFFER_BYTES for d in shape_raw):
+        raise MessageError(f"{kind}.{name}: shape {shape_raw!r}, expected sizes in 0..{MAX_BUFFER_BYTES}")
+    shape = tuple(shape_raw)
+    nbytes = dtype.itemsize
+    for d in shape:  # Python ints: no overflow, unlike np.prod
+        nbytes *= d
+    if nbytes > MAX_BUFFER_BYTES:
+        raise MessageError(f"{kind}.{name}: dtype {dtype} shape {shape} declares {nbytes} bytes, "
+                           f"more than the {MAX_BUFFER_BYTES} allowed")
+    rule = _ARRAY_RULES.get(kind, {}).get(name)
+    if rule is not None:
+        kinds, sizes, ndims, _ = rule
+        if dtype.kind not in kinds or (sizes is not None and dtype.itemsize not in sizes) or len(shape) not in ndims:
+            raise MessageError(f"{kind}.{name}: dtype {dtype} with {len(shape)} dimension(s) does not fit this "
+                               f"array (expected kind {kinds!r}, {' or '.join(map(str, ndims))} dimension(s))")
+    return name, dtype, shape, nbytes
+
+
+def _check_shapes(kind: str, shapes: Mapping[str, tuple[int, ...]], n_keypoints: int | None) -> None:
+    """Shape rules between arrays and the keypoint names, per `_ARRAY_RULES`."""
+    for name, shape in shapes.items():
+        rule = _ARRAY_RULES.get(kind, {}).get(name)
+        if rule is None:
+            continue
+        form = rule[3]
+        if form == "image" and len(shape) == 3 and not 1 <= shape[2] <= 4:
+            raise MessageError(f"{kind}.{name}: shape {shape}, expected (H, W) or (H, W, C) with 1 to 4 channels")
+        if form in ("K3", "K") and n_keypoints is not None:
+            want = (n_keypoints, 3) if form == "K3" else (n_keypoints,)
+            if shape != want:
+                raise MessageError(f"{kind}.{name}: shape {shape}, expected {want} for {n_keypoints} keypoint names")
+
+
 def from_header(header: Mapping[str, Any], buffers: Sequence[Any]) -> Packet:
-    """Header dict + raw buffers -> packet. Raises MessageError on anything unexpected."""
+    """Header dict + raw buffers -> packet. Raises MessageError on anything unexpected.
+
+    Everything the header declares (buffer count, names, dtypes, shapes, sizes, field types) is
+    checked before any array is made, so a hostile header cannot make the receiver allocate: arrays
+    are views of the received buffers.
+    """
     if not isinstance(header, Mapping):
         raise MessageError(f"header is a {type(header).__name__}, expected a map")
     version = header.get("v")
-    if version != SCHEMA_VERSION:
+    if version != SCHEMA_VERSION or not _is_int(version):
         raise MessageError(f"schema version {version!r}, expected {SCHEMA_VERSION}")
     kind = header.get("type")
-    cls = PACKET_TYPES.get(kind)  # type: ignore[arg-type]
+    cls = PACKET_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise MessageError(f"unknown message type {kind!r}, expected one of {sorted(PACKET_TYPES)}")
     specs = header.get("buffers", [])
-    if not isinstance(specs, list) or len(specs) != len(buffers):
+    if not isinstance(specs, list) or len(specs) != len(buffers) or len(specs) > MAX_BUFFERS:
         raise MessageError(f"{kind}: header describes {len(specs) if isinstance(specs, list) else '?'} buffers, got {len(buffers)}")
+    annotations = {f.name: f.type for f in dataclasses.fields(cls)}
+    array_fields = {n for n, a in annotations.items() if a in _ARRAY_ANNOTATIONS}
     kwargs: dict[str, Any] = {}
-    for spec, buf in zip(specs, buffers):
-        try:
-            dtype = np.dtype(spec["dtype"])
-            shape = tuple(int(s) for s in spec["shape"])
-            name = str(spec["name"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise MessageError(f"{kind}: bad buffer description {spec!r}: {e}") from None
-        if dtype.hasobject:
-            raise MessageError(f"{kind}: object dtype not allowed on the wire")
-        raw = memoryview(buf)
-        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if raw.nbytes != expected:
-            raise MessageError(f"{kind}.{name}: buffer has {raw.nbytes} bytes, dtype {dtype} shape {shape} needs {expected}")
-        kwargs[name] = np.frombuffer(raw, dtype=dtype).reshape(shape) if expected else np.zeros(shape, dtype)
-    names = {f.name for f in dataclasses.fields(cls)}
     for key, value in header.items():
         if key in ("v", "type", "buffers"):
             continue
-        if key not in names:
+        if key not in annotations:
             continue  # newer minor fields from a newer sender are ignored
+        if key in array_fields:
+            raise MessageError(f"{kind}.{key}: an array field sent in the header, expected a buffer")
+        check = _FIELD_CHECKS.get(str(annotations[key]))
+        if check is not None and not check[1](value):
+            raise MessageError(f"{kind}.{key}: expected {check[0]}, got {type(value).__name__} {str(value)[:40]!r}")
         kwargs[key] = tuple(value) if key in _TUPLE_FIELDS else value
+    described = [_buffer_spec(str(kind), spec, array_fields) for spec in specs]
+    if len({d[0] for d in described}) != len(described):
+        raise MessageError(f"{kind}: buffer names {[d[0] for d in described]} repeat")
+    names = kwargs.get("keypoint_names")
+    _check_shapes(str(kind), {d[0]: d[2] for d in described}, None if names is None else len(names))
+    for (name, dtype, shape, expected), buf in zip(described, buffers):
+        try:
+            raw = memoryview(buf)
+        except TypeError:
+            raise MessageError(f"{kind}.{name}: buffer is a {type(buf).__name__}, expected bytes") from None
+        if raw.nbytes != expected:
+            raise MessageError(f"{kind}.{name}: buffer has {raw.nbytes} bytes, dtype {dtype} shape {shape} needs {expected}")
+        kwargs[name] = np.frombuffer(raw, dtype=dtype).reshape(shape) if expected else np.zeros(shape, dtype)
     if "position_mm" in kwargs:
         kwargs["position_mm"] = tuple(float(v) for v in kwargs["position_mm"])
     try:
-        return cls(**kwargs)
+        packet = cls(**kwargs)
     except TypeError as e:
         raise MessageError(f"{kind}: {e}") from None
+    return packet
 
 
 def decode(frames: Sequence[Any]) -> Packet:

@@ -12,9 +12,16 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from ratrig.messages import MessageError, Packet, decode, encode
+from ratrig.messages import MAX_BUFFER_BYTES, MessageError, Packet, decode, encode
 
 log = logging.getLogger(__name__)
+
+#: libzmq drops (and disconnects) a peer that sends a message part larger than this, before
+#: allocating it: the largest array a header may declare plus room for the header.
+MAX_MESSAGE_BYTES = MAX_BUFFER_BYTES + 1024**2
+#: malformed messages logged one by one before logging only every LOG_EVERY-th (a flood of them
+#: must not fill the disk with log lines)
+LOG_FIRST, LOG_EVERY = 20, 10_000
 
 
 def make_pub(ctx: zmq.Context, endpoint: str, sndhwm: int = 1000) -> zmq.Socket:
@@ -36,6 +43,7 @@ def make_sub(
     """A SUB socket connected to every endpoint, subscribed to each topic prefix."""
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.RCVHWM, rcvhwm)
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
     sock.setsockopt(zmq.LINGER, 0)
     for t in topics:
         sock.setsockopt(zmq.SUBSCRIBE, t)
@@ -70,9 +78,12 @@ def recv_packet(sock: zmq.Socket, counters: ReceiveCounters, flags: int = 0) -> 
         return None
     try:
         packet = decode(frames)
-    except MessageError as e:
+    except Exception as e:  # MessageError, or a decoding bug: either way the loop goes on
         counters.malformed += 1
-        log.warning("dropped malformed message on %r: %s", bytes(frames[0].bytes[:64]) if frames else b"", e)
+        if counters.malformed <= LOG_FIRST or counters.malformed % LOG_EVERY == 0:
+            what = str(e) if isinstance(e, MessageError) else f"{type(e).__name__}: {e}"
+            log.warning("dropped malformed message on %r (%d so far): %s",
+                        bytes(frames[0].bytes[:64]) if frames else b"", counters.malformed, what[:300])
         return None
     counters.received += 1
     counters.by_topic[packet.topic] = counters.by_topic.get(packet.topic, 0) + 1
