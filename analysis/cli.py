@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ratrig analyze", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sessions", nargs="+", help="session folders or pose CSV files")
+    add_analyze_options(p)
+    return p
+
+
+def add_analyze_options(p: argparse.ArgumentParser) -> None:
+    """Every option but the sessions (shared with `ratrig batch analyze`)."""
     p.add_argument("--out", default="analysis-out", help="output folder (default: %(default)s)")
     g = p.add_argument_group("session metadata (overrides what the session stores)")
     g.add_argument("--animal-id")
@@ -53,7 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--reference-speed", type=float, default=GaitParams().reference_speed_mm_s,
                    help="walking speed (mm/s) the speed-normalised values are reported at (default %(default)s)")
     d.add_argument("--no-report", action="store_true", help="write the tables only, no HTML")
-    return p
 
 
 def _parse_pots(text: str) -> tuple[tuple[float, float], ...]:
@@ -66,7 +71,7 @@ def _parse_pots(text: str) -> tuple[tuple[float, float], ...]:
     return tuple(pots)
 
 
-def _apparatus(args: argparse.Namespace) -> Apparatus | None:
+def apparatus_from_args(args: argparse.Namespace) -> Apparatus | None:
     """The apparatus given on the command line, or None to use each session's own."""
     flags = (args.cylinder_center, args.cylinder_radius, args.pots, args.pot_zone_radius)
     if args.config is None and all(f is None for f in flags):
@@ -80,7 +85,7 @@ def _apparatus(args: argparse.Namespace) -> Apparatus | None:
     )
 
 
-def _meta_table(path: str | None) -> dict[str, dict[str, Any]]:
+def meta_table(path: str | None) -> dict[str, dict[str, Any]]:
     if path is None:
         return {}
     f = Path(path)
@@ -95,27 +100,59 @@ def _meta_table(path: str | None) -> dict[str, dict[str, Any]]:
     return {str(r["session"]): {k: v for k, v in r.items() if k != "session" and v != ""} for _, r in df.iterrows()}
 
 
+def meta_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The metadata given on the command line (None = not given)."""
+    return {"animal_id": args.animal_id, "lesion_side": args.lesion_side, "test_type": args.test_type,
+            "treatment": args.treatment, "time_point": args.time_point}
+
+
+def session_overrides(path: str, table: dict[str, dict[str, Any]], flags: dict[str, Any]) -> dict[str, Any]:
+    """Metadata overrides of one SESSION argument: its --meta-table row, then the flags."""
+    p = Path(path)
+    overrides = dict(table.get(str(path), table.get(p.name, table.get(p.stem, {}))))
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    return overrides
+
+
+def analyse_path(path: str, overrides: dict[str, Any], apparatus: Apparatus | None, args: argparse.Namespace,
+                 params: AnalysisParams):  # -> (PoseSession, SessionResult)
+    """Load and analyse one SESSION argument. Raises SessionLoadError, ConfigError, KeyError, ValueError."""
+    session = load_session(Path(path), overrides, apparatus, args.result, args.coords, args.fps)
+    return session, analyse_session(session, params)
+
+
+def write_session(result, folder: Path, report: bool) -> None:
+    """One session's tables, summary and (if `report`) HTML report into `folder`."""
+    write_session_outputs(result, folder)
+    if report:
+        session_report(result, folder / "report.html")
+
+
+def write_group(summaries: list[dict], out: Path, report: bool) -> None:
+    """OUT/group.csv and (if `report`) OUT/group_report.html from the session summaries."""
+    df = write_group_csv(summaries, out / "group.csv")
+    if report:
+        group_report(df, out / "group_report.html")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        apparatus = _apparatus(args)
-        table = _meta_table(args.meta_table)
+        apparatus = apparatus_from_args(args)
+        table = meta_table(args.meta_table)
     except (ConfigError, ValueError) as e:
         print(f"ratrig analyze: {e}", file=sys.stderr)
         return 2
-    params = AnalysisParams(gait=GaitParams(reference_speed_mm_s=args.reference_speed))
-    flags = {"animal_id": args.animal_id, "lesion_side": args.lesion_side, "test_type": args.test_type,
-             "treatment": args.treatment, "time_point": args.time_point}
+    params = params_from_args(args)
+    flags = meta_flags(args)
     out = Path(args.out)
     summaries, failed, seen = [], 0, set()
     for path in args.sessions:
         p = Path(path)
-        overrides = dict(table.get(str(path), table.get(p.name, table.get(p.stem, {}))))
-        overrides.update({k: v for k, v in flags.items() if v is not None})
+        overrides = session_overrides(path, table, flags)
         t0 = time.perf_counter()
         try:
-            session = load_session(p, overrides, apparatus, args.result, args.coords, args.fps)
-            result = analyse_session(session, params)
+            session, result = analyse_path(path, overrides, apparatus, args, params)
         except (SessionLoadError, ConfigError, KeyError, ValueError) as e:
             print(f"ratrig analyze: {path}: {e}", file=sys.stderr)
             failed += 1
@@ -125,21 +162,22 @@ def main(argv: list[str] | None = None) -> int:
             sid = f"{sid}_{len(seen)}"
         seen.add(sid)
         folder = out / sid
-        write_session_outputs(result, folder)
-        if not args.no_report:
-            session_report(result, folder / "report.html")
+        write_session(result, folder, not args.no_report)
         summaries.append(result.summary)
-        print(f"{path}: {session.n_frames} frames, {_one_line(result.summary)} -> {folder} "
+        print(f"{path}: {session.n_frames} frames, {one_line(result.summary)} -> {folder} "
               f"({time.perf_counter() - t0:.1f} s)")
     if summaries:
-        df = write_group_csv(summaries, out / "group.csv")
-        if not args.no_report:
-            group_report(df, out / "group_report.html")
+        write_group(summaries, out, not args.no_report)
         print(f"group: {len(summaries)} sessions -> {out / 'group.csv'}")
     return 1 if failed else 0
 
 
-def _one_line(summary: dict) -> str:
+def params_from_args(args: argparse.Namespace) -> AnalysisParams:
+    return AnalysisParams(gait=GaitParams(reference_speed_mm_s=args.reference_speed))
+
+
+def one_line(summary: dict) -> str:
+    """A session summary in a few words for the console."""
     parts = []
     g = summary.get("gait") or {}
     if "n_strides" in g:

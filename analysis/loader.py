@@ -213,7 +213,7 @@ def load_session(
             table = folder / "pose3d.csv"
         else:
             rdir = folder / "reprocessed"
-            names = sorted(p.name for p in rdir.iterdir() if p.is_dir()) if rdir.is_dir() else []
+            names = sorted(p.name for p in rdir.iterdir() if p.is_dir() and not p.name.startswith(".")) if rdir.is_dir() else []
             if result == "latest":
                 if not names:
                     raise SessionLoadError(f"{rdir}: no reprocessed results in this session")

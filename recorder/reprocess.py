@@ -21,8 +21,11 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
+import shutil
 import sys
 import time
+import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -207,8 +210,11 @@ def reprocess(session: Session, model: str | None = None, calibration: str | Non
               filter_name: str = "median", triangulation: str = "optim",
               constraints: Sequence[tuple[str, str]] = DEFAULT_CONSTRAINTS, score_threshold: float = 0.5,
               progress: bool = True, name: str | None = None, optim_kwargs: dict | None = None,
-              reuse_2d: str | None = None, init_ransac: bool = True) -> Path:
-    """Reprocess `session`; returns the result folder SESSION/reprocessed/<name>.
+              reuse_2d: str | None = None, init_ransac: bool = True, out: str | Path | None = None) -> Path:
+    """Reprocess `session`; returns the result folder SESSION/reprocessed/<name> (or `out`).
+
+    The result is written into a hidden temporary folder beside it and renamed into place at the
+    end, so a process killed mid-way never leaves a partial result under the final name.
 
     `reuse_2d` names an earlier result whose 2D keypoints are used instead of running the model
     again (e.g. to try another calibration or triangulation); `init_ransac` (default) starts the
@@ -259,10 +265,12 @@ def reprocess(session: Session, model: str | None = None, calibration: str | Non
                            dict(optim_kwargs or {}, init_ransac=True) if init_ransac else optim_kwargs)
 
     name = name or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S_%fZ")
-    out = session.path / "reprocessed" / name
-    if out.exists():
-        raise ReprocessError(f"{out} exists; results are never overwritten")
-    out.mkdir(parents=True)
+    final = Path(out) if out is not None else session.path / "reprocessed" / name
+    if final.exists():
+        raise ReprocessError(f"{final} exists; results are never overwritten")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # hidden: never listed
+    out.mkdir()
     tb = session.meta.get("timebase", {})
     to_wall = lambda ns: int(ns) - int(tb.get("monotonic_ns", 0)) + int(tb.get("wall_ns", 0))  # noqa: E731
     for folder, data in (("pose2d", {c: per_cam[c] for c in cams}),
@@ -299,7 +307,12 @@ def reprocess(session: Session, model: str | None = None, calibration: str | Non
         "elapsed_s": time.monotonic() - t_start,
     }
     atomic_write_text(out / "result.json", json.dumps(info, indent=2))
-    return out
+    try:
+        os.rename(out, final)  # atomic; fails rather than merge if `final` appeared meanwhile
+    except OSError as e:
+        shutil.rmtree(out, ignore_errors=True)
+        raise ReprocessError(f"{final}: cannot move the result into place ({e})") from None
+    return final
 
 
 def _parse_constraints(text: str) -> list[tuple[str, str]]:
@@ -317,6 +330,14 @@ def _parse_constraints(text: str) -> list[tuple[str, str]]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ratrig reprocess", description="Reprocess a recorded session offline.")
     p.add_argument("session")
+    add_reprocess_options(p)
+    p.add_argument("--name", default=None, help="result folder name (default: UTC time stamp)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def add_reprocess_options(p: argparse.ArgumentParser) -> None:
+    """The options that decide what a result contains (shared with `ratrig batch reprocess`)."""
     p.add_argument("--model", default=None, help="DLC model (default: the one recorded in model.json)")
     p.add_argument("--calibration", default=None, help="calibration.toml (default: the recorded one)")
     p.add_argument("--skip-inference", action="store_true", help="reuse the live 2D keypoints")
@@ -330,9 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-threshold", type=float, default=0.5)
     p.add_argument("--scale-smooth", type=float, default=2.0, help="optim: temporal smoothness weight (Anipose default 4)")
     p.add_argument("--scale-length", type=float, default=2.0, help="optim: limb-length constraint weight")
-    p.add_argument("--name", default=None, help="result folder name (default: UTC time stamp)")
-    p.add_argument("--no-progress", action="store_true")
-    return p
+
+
+def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Parsed options -> keyword arguments of `reprocess` (JSON-able: they are also recorded)."""
+    return {"model": args.model, "calibration": args.calibration, "skip_inference": args.skip_inference,
+            "filter_name": args.filter, "triangulation": args.triangulation,
+            "constraints": _parse_constraints(args.constraints), "score_threshold": args.score_threshold,
+            "optim_kwargs": {"scale_smooth": args.scale_smooth, "scale_length": args.scale_length},
+            "reuse_2d": args.reuse_2d, "init_ransac": args.init_ransac}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,10 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s reprocess %(levelname)s %(message)s")
     try:
         session = open_session(args.session)
-        out = reprocess(session, args.model, args.calibration, args.skip_inference, args.filter, args.triangulation,
-                        _parse_constraints(args.constraints), args.score_threshold, not args.no_progress, args.name,
-                        {"scale_smooth": args.scale_smooth, "scale_length": args.scale_length},
-                        args.reuse_2d, args.init_ransac)
+        out = reprocess(session, progress=not args.no_progress, name=args.name, **options_from_args(args))
     except (ReprocessError, ValueError, OSError) as e:
         log.error("%s", e)
         return 1

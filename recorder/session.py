@@ -231,7 +231,9 @@ class Session:
     def results(self) -> list[str]:
         """Names of reprocessed/<stamp> results, oldest first."""
         d = self.path / "reprocessed"
-        return sorted(p.name for p in d.iterdir() if p.is_dir() and (p / "result.json").exists()) if d.is_dir() else []
+        # hidden folders are results still being written (renamed into place when complete)
+        return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")
+                      and (p / "result.json").exists()) if d.is_dir() else []
 
     def pose2d(self, camera: str, result: str | None = None) -> Pose2D:
         self.camera_dir(camera)
