@@ -23,6 +23,7 @@ CASES = [
     ("ratrig.summary", STAGES + MODEL_FRAMEWORKS + QT),
     ("ratrig.cli", STAGES + MODEL_FRAMEWORKS + QT),
     ("ratrig.cli._session", STAGES + MODEL_FRAMEWORKS + QT),
+    ("ratrig.cli.batch", STAGES + MODEL_FRAMEWORKS + QT + ["dask", "distributed", "dask_jobqueue"]),
     ("acquisition.capture", MODEL_FRAMEWORKS + QT + ["inference", "fusion", "viewer", "synthetic"]),
     ("fusion.process", ["tensorflow", "torch", "dlclive"] + QT + ["inference", "viewer", "acquisition"]),
     ("events.process", MODEL_FRAMEWORKS + QT + ["inference", "viewer", "acquisition"]),
