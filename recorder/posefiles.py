@@ -203,8 +203,7 @@ def _from_dlc_table(df: pd.DataFrame, path: Path, individual: str | None) -> Pos
             raise PoseFileError(f"{path}: no individual {individual!r}; the file has {inds}")
         df = df.xs(individual, axis=1, level="individuals", drop_level=False)
     else:
-        if individual is not None:
-            raise PoseFileError(f"{path}: single-animal file, but --individual {individual!r} was given")
+        individual = None  # a single-animal file: its one animal, whatever name was asked for the others
     df = df.reset_index(drop=True).astype(np.float64)
     try:
         with _quiet_movement():
@@ -227,6 +226,8 @@ def _from_sleap(path: Path, individual: str | None) -> PoseTrack:
     except (OSError, ValueError, KeyError) as e:
         raise PoseFileError(f"{path}: not a readable SLEAP analysis .h5 (expected datasets tracks, node_names): {e}") from None
     inds = [str(v) for v in ds["individuals"].values]
+    if len(inds) == 1 and inds[0] == "individual_0":
+        individual = inds[0]  # no SLEAP tracks (movement's default name): the file's one animal
     if individual is None:
         if len(inds) > 1:
             raise PoseFileError(f"{path}: multi-animal file with tracks {inds}: choose one with --individual NAME")
@@ -265,7 +266,7 @@ def read_pose_file(path: str | os.PathLike[str], individual: str | None = None) 
     Args:
         path: the file.
         individual: the animal to take from a multi-animal file (DeepLabCut `individuals`, SLEAP
-            track name); required when the file holds more than one.
+            track name); required when the file holds more than one, ignored by a single-animal file.
 
     Raises:
         PoseFileError: naming the file and what was expected.
