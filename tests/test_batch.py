@@ -208,3 +208,20 @@ def client_workers_after(cluster, timeout_s: float = 30.0) -> dict:
     with Client(cluster.scheduler_address) as c:
         c.wait_for_workers(2, timeout=timeout_s)
         return c.scheduler_info()["workers"]
+
+
+def test_jobqueue_cluster_takes_its_settings_from_dask_config():
+    import dask
+
+    from ratrig.cli.batch import jobqueue_cluster
+
+    with dask.config.set({"jobqueue.slurm.cores": 1, "jobqueue.slurm.memory": "3GiB", "jobqueue.slurm.queue": "ratlab",
+                          "jobqueue.slurm.walltime": "02:00:00",
+                          "jobqueue.slurm.scheduler-options": {"host": "127.0.0.1", "dashboard_address": None}}):
+        cluster = jobqueue_cluster("slurm")
+        try:
+            script = cluster.job_script()  # nothing is submitted: no SLURM here
+        finally:
+            cluster.close()
+    assert "#SBATCH -p ratlab" in script and "#SBATCH -t 02:00:00" in script
+    assert "--nthreads 1" in script and "tcp://127.0.0.1:" in script

@@ -142,6 +142,17 @@ def dashboard_available() -> bool:
     return importlib.util.find_spec("bokeh") is not None
 
 
+def jobqueue_cluster(name: str):  # -> dask_jobqueue.JobQueueCluster
+    """A dask-jobqueue cluster (no jobs submitted yet) configured by Dask's `jobqueue.<name>` settings.
+
+    Put cores, memory, queue, account, walltime, job_script_prologue (e.g. activating the venv)
+    and scheduler-options in ~/.config/dask/jobqueue.yaml (or a file named by DASK_CONFIG).
+    """
+    import dask_jobqueue
+
+    return getattr(dask_jobqueue, JOBQUEUE_CLUSTERS[name])()
+
+
 def start_cluster(args: argparse.Namespace):  # -> (distributed.Client, cluster or None)
     """A Dask client on --scheduler, on a dask-jobqueue cluster, or on a new LocalCluster."""
     from distributed import Client, LocalCluster
@@ -149,10 +160,8 @@ def start_cluster(args: argparse.Namespace):  # -> (distributed.Client, cluster 
     if args.scheduler:
         return Client(args.scheduler), None
     if args.jobqueue:
-        import dask_jobqueue
-
-        cluster = getattr(dask_jobqueue, JOBQUEUE_CLUSTERS[args.jobqueue])()  # settings from Dask's config
-        cluster.scale(n=args.workers)
+        cluster = jobqueue_cluster(args.jobqueue)
+        cluster.scale(n=args.workers)  # submits the jobs
         return Client(cluster), cluster
     cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                            dashboard_address="127.0.0.1:0" if dashboard_available() else None)
