@@ -341,6 +341,20 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(f.fileno())
 
 
+def write_csv(df: pd.DataFrame, path: Path, digits: int = 12) -> None:
+    """A table as CSV, NaN as an empty field (as recorder.tables writes), floats to `digits` significant digits.
+
+    About 3x faster than `DataFrame.to_csv` (one %-format per row instead of per value): writing is
+    most of the command's time otherwise. 12 digits keep 1e-8 mm at a metre.
+    """
+    fmt = ",".join("%d" if pd.api.types.is_integer_dtype(t) else f"%.{digits}g" for t in df.dtypes)
+    rows = df.to_numpy(object).tolist() if len(set(df.dtypes)) > 1 else df.to_numpy().tolist()
+    lines = [",".join(map(str, df.columns))]
+    lines += [(fmt % tuple(r)) for r in rows]
+    text = "\n".join(lines) + "\n"
+    path.write_text(text.replace(",nan", ",").replace("\nnan,", "\n,"))
+
+
 def _pose2d_table(frame_index: np.ndarray, capture_ns: np.ndarray, points: np.ndarray, keypoints: Sequence[str]) -> pd.DataFrame:
     from recorder.tables import pose2d_columns
 
@@ -402,12 +416,12 @@ def write_output(out: Path, calibration_path: Path, rig_config: Path | None, cam
         files["rig"] = "rig.toml"
     (out / "pose2d").mkdir()
     for c, cam in enumerate(cameras):
-        _pose2d_table(sets.frame_index[c], sets.capture_ns, sets.points[c], keypoints).to_csv(
-            out / "pose2d" / f"{cam}.csv", index=False, na_rep="")
+        write_csv(_pose2d_table(sets.frame_index[c], sets.capture_ns, sets.points[c], keypoints),
+                  out / "pose2d" / f"{cam}.csv")
         files[f"pose2d/{cam}"] = f"pose2d/{cam}.csv"
-    _pose3d_table(sets, poses, keypoints, cameras).to_csv(out / "pose3d.csv", index=False, na_rep="")
-    anipose_pose3d_table(poses.raw_mm, poses.error_px, poses.ncams, poses.score, keypoints).to_csv(
-        out / "pose-3d.csv", index=False)
+    write_csv(_pose3d_table(sets, poses, keypoints, cameras), out / "pose3d.csv")
+    write_csv(anipose_pose3d_table(poses.raw_mm, poses.error_px, poses.ncams, poses.score, keypoints),
+              out / "pose-3d.csv")
     if write_dlc_h5:
         _dlc_3d_table(poses, keypoints, "ratrig_triangulate").to_hdf(out / "pose3d_dlc.h5", key="df_with_missing",
                                                                       format="table", mode="w")

@@ -196,8 +196,8 @@ def test_same_numbers_as_the_live_fusion_pipeline(rat, tmp_path):
     assert [p.frame_set_index for p in live] == list(range(300))
     raw = np.stack([p.raw_mm for p in live])
     filt = np.stack([p.filtered_mm for p in live])
-    assert np.allclose(pose.raw_mm, raw, atol=1e-9, rtol=0, equal_nan=True)
-    assert np.allclose(pose.filtered_mm, filt, atol=1e-9, rtol=0, equal_nan=True)
+    assert np.allclose(pose.raw_mm, raw, atol=1e-6, rtol=0, equal_nan=True)  # 12 digits in the CSV
+    assert np.allclose(pose.filtered_mm, filt, atol=1e-6, rtol=0, equal_nan=True)
     assert np.array_equal(pose.ncams, np.stack([p.n_cameras for p in live]))
     # the data exercised the outlier search (views dropped) and the filter
     usable = (np.isfinite(pts[..., 0]) & (pts[..., 2] >= 0.5)).sum(axis=0)
@@ -327,7 +327,7 @@ def test_sleap_multi_animal_dlc_and_uneven_files(rat, tmp_path):
     expect[3, :, 0] = np.nan
     rig = RigGeometry.from_calibration(calib)
     ref = triangulate(rig, expect[..., :2].reshape(4, -1, 2), expect[..., 2].reshape(4, -1), opts.triangulation)
-    assert np.allclose(pose.raw_mm.reshape(-1, 3), ref.points_mm, atol=1e-9, equal_nan=True)
+    assert np.allclose(pose.raw_mm.reshape(-1, 3), ref.points_mm, atol=1e-6, equal_nan=True)
     assert (pose.frame_indices["cam_sw"][40:50] == -1).all() and (pose.frame_indices["cam_sw"][90:] == -1).all()
     cams = summary["cameras"]
     assert cams["cam_ne"]["format"] == "SLEAP" and cams["cam_ne"]["individual"] == "rat"
