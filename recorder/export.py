@@ -3,6 +3,7 @@
     ratrig export SESSION --to anipose OUT   # an Anipose project the `anipose` tool can continue from
     ratrig export SESSION --to dlc OUT       # DeepLabCut 2D output: one .h5 per camera
     ratrig export SESSION --to nwb OUT.nwb   # NWB with ndx-pose (PoseEstimation, Skeleton)
+    ratrig export SESSION --to keypoint-moseq OUT   # 3D CSVs keypoint-MoSeq loads (recorder.export_kpms)
 
 `--result NAME` exports a reprocessed result (reprocessed/NAME) instead of the live poses.
 
@@ -315,8 +316,8 @@ def export_nwb(session: Session, out: Path, result: str | None = None) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ratrig export", description="Export a recorded session.")
     p.add_argument("session")
-    p.add_argument("--to", required=True, choices=["anipose", "dlc", "nwb"])
-    p.add_argument("out", help="output folder (anipose, dlc) or .nwb file")
+    p.add_argument("--to", required=True, choices=["anipose", "dlc", "nwb", "keypoint-moseq"])
+    p.add_argument("out", help="output folder (anipose, dlc, keypoint-moseq) or .nwb file")
     p.add_argument("--result", default=None, help="a reprocessed result name (reprocessed/NAME) instead of live poses")
     p.add_argument("--trial", default="trial", help="trial name in the Anipose project")
     p.add_argument("--no-videos", action="store_true", help="anipose: do not write videos-raw")
@@ -334,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(str(p) for p in paths))
         elif args.to == "anipose":
             print(export_anipose(session, out, args.result, args.trial, not args.no_videos))
+        elif args.to == "keypoint-moseq":
+            from recorder.export_kpms import export_keypoint_moseq
+
+            print(export_keypoint_moseq(session, out, args.result))
         else:
             print(export_nwb(session, out, args.result))
     except (ValueError, KeyError, OSError) as e:
