@@ -28,6 +28,7 @@ CASES = [
     ("fusion.process", ["tensorflow", "torch", "dlclive"] + QT + ["inference", "viewer", "acquisition"]),
     ("events.process", MODEL_FRAMEWORKS + QT + ["inference", "viewer", "acquisition"]),
     ("recorder.process", MODEL_FRAMEWORKS + QT + ["viewer"]),
+    ("recorder.triangulate", MODEL_FRAMEWORKS + QT + ["viewer", "inference", "acquisition"]),
     ("inference.worker", QT + ["fusion", "viewer", "acquisition"]),
     ("calibration.solve", MODEL_FRAMEWORKS + QT + ["viewer", "inference"]),
     ("analysis.cli", MODEL_FRAMEWORKS + QT + ["viewer", "inference"]),
