@@ -217,7 +217,7 @@ def test_jobqueue_cluster_takes_its_settings_from_dask_config():
 
     with dask.config.set({"jobqueue.slurm.cores": 1, "jobqueue.slurm.memory": "3GiB", "jobqueue.slurm.queue": "ratlab",
                           "jobqueue.slurm.walltime": "02:00:00",
-                          "jobqueue.slurm.scheduler-options": {"host": "127.0.0.1", "dashboard_address": None}}):
+                          "jobqueue.slurm.scheduler-options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}}):
         cluster = jobqueue_cluster("slurm")
         try:
             script = cluster.job_script()  # nothing is submitted: no SLURM here
@@ -225,3 +225,47 @@ def test_jobqueue_cluster_takes_its_settings_from_dask_config():
             cluster.close()
     assert "#SBATCH -p ratlab" in script and "#SBATCH -t 02:00:00" in script
     assert "--nthreads 1" in script and "tcp://127.0.0.1:" in script
+
+
+MODEL = Path(os.environ.get("RATRIG_TEST_MODEL", REPO / "inference" / "models" / "synthrat"))
+
+
+@pytest.mark.skipif(not (MODEL / "pose_cfg.yaml").is_file(), reason=f"no trained model at {MODEL}")
+def test_batch_reprocess_reruns_the_model_like_the_one_session_command(tmp_path, cluster):
+    """Recorded video (FFV1) through DLCLive on the workers: the same 2D and 3D as `ratrig reprocess`."""
+    from ratrig.cli import batch
+    from ratrig.config import CameraConfig, InferenceConfig, RigConfig
+    from ratrig.messages import FramePacket
+    from recorder import reprocess
+    from recorder.video import check_codec
+    from recorder.writer import SessionWriter
+    from synthetic.rat import simulate
+    from synthetic.render import Renderer
+    from synthetic.rig import CAMERA_NAMES, default_rig
+
+    calib = default_rig()
+    calib.save(tmp_path / "calibration.toml")
+    rig = RigConfig(name="t", cameras=[CameraConfig(n, "synthetic") for n in CAMERA_NAMES],
+                    inference=InferenceConfig(model=str(MODEL), resize=0.5))
+    ss = []
+    for seed in range(2):
+        traj, r = simulate(0.5, 30.0, seed), Renderer(calib, seed=seed)
+        w = SessionWriter(tmp_path / f"v{seed}", rig, check_codec("ffv1"),
+                          calibration_path=str(tmp_path / "calibration.toml"), model_path=str(MODEL))
+        for i in range(4):
+            for c, cam in enumerate(CAMERA_NAMES):
+                img = r.render(c, traj.keypoints_mm[i], traj.extra_mm[i], float(traj.times_s[i]))
+                w.submit_frame(FramePacket(cam, i, 10**10 + i * 33_333_333, img))
+        w.close()
+        ss.append(tmp_path / f"v{seed}")
+    opts = ["--filter", "none", "--triangulation", "dlt"]
+    manifest = tmp_path / "m.json"
+    assert batch.main(["reprocess", *map(str, ss), *opts, "--scheduler", cluster.scheduler_address,
+                       "--manifest", str(manifest), "--no-progress"]) == 0
+    rec = json.loads(manifest.read_text())["sessions"][0]
+    assert rec["status"] == "done" and rec["inputs"]["model"] and "cameras/cam_ne/frames.csv" in rec["inputs"]
+    for s in ss:
+        assert reprocess.main([str(s), *opts, "--name", "single", "--no-progress"]) == 0
+        (res,) = [r for r in _results(s) if r.name != "single"]
+        for t in ["pose3d.csv"] + [f"pose2d/{c}.csv" for c in CAMERA_NAMES]:
+            assert (res / t).read_bytes() == (s / "reprocessed" / "single" / t).read_bytes(), t
