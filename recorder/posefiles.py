@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -72,15 +71,20 @@ class PoseTrack:
 
 @contextlib.contextmanager
 def _quiet_movement() -> Iterator[None]:
-    """movement logs every load at INFO and prints a dataset repr; keep the command's output clean."""
-    lg = logging.getLogger("movement")
-    old = lg.level
-    lg.setLevel(logging.WARNING)
+    """movement logs every load (loguru, to stderr and ~/.movement/movement.log) and warns about files
+    without SLEAP tracks; what matters reaches the summary, so keep the command's output clean."""
+    try:
+        from loguru import logger
+    except ImportError:  # pragma: no cover - movement depends on loguru
+        logger = None
+    if logger is not None:
+        logger.disable("movement")
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
-        lg.setLevel(old)
+        if logger is not None:
+            logger.enable("movement")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -319,12 +323,16 @@ def read_timestamps(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
             raise PoseFileError(f"{path}: a timestamp file without header must hold one number (seconds) per line")
         values = pd.to_numeric(df[0], errors="coerce").to_numpy(np.float64)
         factor, frames = 1_000_000_000, None
+    first_line = 2 if header else 1
+
+    def where(i: int) -> str:
+        return f"data row {i + 1} (line {i + first_line})"
+
     if not np.isfinite(values).all():
-        bad = int(np.flatnonzero(~np.isfinite(values))[0])
-        raise PoseFileError(f"{path}: row {bad + 1}: timestamp is not a number")
+        raise PoseFileError(f"{path}: {where(int(np.flatnonzero(~np.isfinite(values))[0]))}: timestamp is not a number")
     ns = np.round(values * factor).astype(np.int64) if factor != 1 else values.astype(np.int64)
     if len(ns) > 1 and np.any(np.diff(ns) <= 0):
-        raise PoseFileError(f"{path}: timestamps must increase (row {int(np.flatnonzero(np.diff(ns) <= 0)[0]) + 2})")
+        raise PoseFileError(f"{path}: timestamps must increase ({where(int(np.flatnonzero(np.diff(ns) <= 0)[0]) + 1)})")
     return ns, frames
 
 
