@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                     "frames_written": {c: v["written"] for c, v in s["cameras"].items()},
                     "frames_lost_total": s["frames_lost_total"],
                     "queue_depth": {c: v["queue_depth"] for c, v in s["cameras"].items()},
-                    "free_gb": free / GB}), block=False)
+                    "free_gb": free / GB, "malformed": counters.malformed}), block=False)
     finally:
         summary = session.close()
         sub.close(0)
