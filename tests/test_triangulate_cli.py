@@ -61,6 +61,7 @@ def dannce(tmp_path_factory):
     return root, calib, p3.reshape(81, 22, 3), frames, kps
 
 
+@pytest.mark.slow
 def test_dannce_labels_come_back_through_dlc_files(dannce, tmp_path, capsys):
     root, calib, p3, frames, kps = dannce
     out = tmp_path / "tri"
@@ -221,7 +222,8 @@ def clean(tmp_path_factory):
     return root, calib, pts, names, files
 
 
-@pytest.mark.parametrize("opencv_undistort", [False, True], ids=["converged", "opencv-5-iterations"])
+@pytest.mark.parametrize("opencv_undistort", [pytest.param(False, marks=pytest.mark.slow), True],
+                         ids=["converged", "opencv-5-iterations"])
 def test_agrees_with_aniposelib_and_anipose(clean, tmp_path, opencv_undistort):
     import warnings
 
@@ -458,6 +460,7 @@ def test_keypoint_map_and_folder_matching(rat, tmp_path):
 # the output is a session: analysis and the viewer open it
 
 
+@pytest.mark.slow
 def test_output_opens_in_analyze_and_viewer_replay(rat, tmp_path):
     from analysis.cli import main as analyze_main
     from analysis.loader import load_session
