@@ -300,7 +300,7 @@ def read_timestamps(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
     time_ns, timestamp_us, timestamp_ms, time_s, timestamp_s, timestamp, time: the unit is in the
     name, seconds when none) and optionally `frame_index` (ratrig's frames.csv and the `*_frames.csv`
     of `ratrig export --to dlc` are such files); or one number per line without a header, in seconds.
-    Without frame_index, row i is the time of the pose file's i-th row.
+    Without frame_index, data row f is the time of video frame f (the pose file's frame numbers).
     """
     path = Path(path)
     if not path.is_file():

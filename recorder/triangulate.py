@@ -201,7 +201,8 @@ def build_frame_sets(tracks: Mapping[str, PoseTrack], cameras: Sequence[str], ke
     """Per-camera tracks -> FrameSets, by frame number, or by capture time when `timestamps` is given.
 
     `columns[cam]` = (track columns, rig names) from `_map_keypoints`; `timestamps[cam]` = (N_c,)
-    capture ns and optional frame numbers (from `read_timestamps`).
+    capture ns and optional frame numbers (from `read_timestamps`); without frame numbers, line f of
+    the timestamp file is the time of video frame f.
     """
     kidx = {k: i for i, k in enumerate(keypoints)}
     n_k = len(keypoints)
@@ -218,13 +219,13 @@ def build_frame_sets(tracks: Mapping[str, PoseTrack], cameras: Sequence[str], ke
                 if missing:
                     raise TriangulateError(f"camera {cam}: frames {missing[:5]} of {t.path} have no row in its timestamp file")
                 times.append(ns[[lookup[int(f)] for f in t.frame_index]])
-            else:
-                if len(ns) < t.n_frames:
+            else:  # one line per video frame: the pose file's frame numbers index it
+                if int(t.frame_index[-1]) >= len(ns):
                     raise TriangulateError(
-                        f"camera {cam}: its timestamp file has {len(ns)} rows for the {t.n_frames} rows of {t.path}; "
-                        "expected one timestamp per row"
+                        f"camera {cam}: its timestamp file has {len(ns)} lines, but {t.path} goes up to frame "
+                        f"{int(t.frame_index[-1])}; expected one timestamp per video frame"
                     )
-                times.append(ns[: t.n_frames])
+                times.append(ns[t.frame_index])
         capture_ns, rows = align_frame_sets(times, max(1, period_ns // 2))
     else:
         union = np.unique(np.concatenate([tracks[c].frame_index for c in cameras]))
@@ -566,6 +567,14 @@ def triangulate_files(calibration: Path, poses: Mapping[str, Path] | Path, out: 
         except PoseFileError as e:
             raise TriangulateError(str(e)) from None
     period_ns = int(round(1e9 / fps))
+    if stamps:
+        for cam in cameras:
+            ns, fr = stamps[cam]
+            n_video = len(ns) if fr is None else int(fr.max()) + 1
+            last = int(tracks[cam].frame_index[-1])
+            if last + 1 < n_video:
+                warnings.append(f"{tracks[cam].path}: ends at frame {last}, its timestamp file "
+                                f"{options.timestamps[cam]} goes on to frame {n_video - 1}")
     sets = build_frame_sets(tracks, cameras, keypoints, columns, period_ns, stamps)
     if options.filter_2d != "none":
         from recorder.filters import median_filter, viterbi_filter

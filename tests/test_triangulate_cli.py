@@ -352,8 +352,13 @@ def test_timestamps_match_frames_by_capture_time(rat, tmp_path):
         write_dlc_h5(dlc_dataframe(pts[c, rows], names, "DLC_x"), d / f"{cam}.h5")  # index 0..len-1
         files[cam] = d / f"{cam}.h5"
         jitter = (c - 1.5) * 1e-4  # cameras not exactly together: 0.15 ms apart
-        (d / f"{cam}.txt").write_text("\n".join(f"{(r * period) / 1e9 + 12.5 + jitter:.9f}" for r in rows) + "\n")
-        stamps[cam] = d / f"{cam}.txt"
+        if cam == "cam_ne":  # a frame table (ratrig's frames.csv layout): frame_index, capture_ns
+            lines = ["frame_index,capture_ns"] + [f"{r},{r * period + 12_500_000_000 + int(jitter * 1e9)}" for r in rows]
+            (d / f"{cam}.csv").write_text("\n".join(lines) + "\n")
+            stamps[cam] = d / f"{cam}.csv"
+        else:  # one line per video frame, seconds
+            (d / f"{cam}.txt").write_text("\n".join(f"{(r * period) / 1e9 + 12.5 + jitter:.9f}" for r in rows) + "\n")
+            stamps[cam] = d / f"{cam}.txt"
     out = tmp_path / "out"
     summary = triangulate_files(root / "calibration.toml", files, out,
                                 TriangulateOptions(fps=FPS, timestamps=stamps, kalman=False))
@@ -362,6 +367,12 @@ def test_timestamps_match_frames_by_capture_time(rat, tmp_path):
     assert (pose.frame_indices["cam_nw"][10:20] == -1).all() and pose.frame_indices["cam_nw"][20] == 10
     err = np.linalg.norm(pose.raw_mm - truth[:n], axis=-1)
     assert np.nanmedian(err) < 2.0  # shifted rows would put cam_nw 10 frames (~tens of mm) off
+    # a timestamp file shorter than its video: named, nothing written
+    (d / "short.txt").write_text("\n".join(f"{r / FPS:.6f}" for r in range(50)) + "\n")
+    with pytest.raises(TriangulateError, match=r"camera cam_sw: its timestamp file has 50 lines, but .*cam_sw\.h5 goes up to frame 99"):
+        triangulate_files(root / "calibration.toml", files, tmp_path / "short", TriangulateOptions(
+            fps=FPS, timestamps={**stamps, "cam_sw": d / "short.txt"}, kalman=False))
+    assert not (tmp_path / "short").exists()
     # by frame number instead, the same files are wrongly aligned from frame 10 on: that is why timestamps exist
     by_index = triangulate_files(root / "calibration.toml", files, tmp_path / "idx", TriangulateOptions(fps=FPS, kalman=False))
     assert any("different numbers of rows" in w for w in by_index["warnings"])
