@@ -167,14 +167,14 @@ def _motion(accel_var, tau, dt):  # pragma: no cover - compiled
 def kalman_step_kernel(
     pos, vel, cov, active, last_update_s, rejections, cand, cand_t_s, t_s, dt, z, err_px, score, n_views,
     accel_var, meas_var0, mm_per_px, min_score, init_vel_var, gate2, reinit_after, max_coast_s,
-    max_speed, two_view_factor, tau, lead_s, out_filtered, out_predicted, out_var, out_vel, out_status,
+    max_speed, two_view_factor, tau, lead_s, out_filtered, out_predicted, out_var, out_vel, out_status, gated_total,
 ):  # pragma: no cover - compiled
     """Advance every keypoint by dt seconds and fuse z. State arrays are updated in place.
 
     pos, vel (K, 3); cov (K, 3, 3) holding (P_pp, P_pv, P_vv) per axis; active (K,) bool;
     last_update_s (K,); rejections (K,) int64; cand (K, 3) and cand_t_s (K,): the last gated
     measurement and its time; z (K, 3) mm (NaN = no measurement); err_px, score (K,); n_views (K,) int;
-    accel_var, tau (K,): each keypoint's motion model.
+    accel_var, tau (K,): each keypoint's motion model. gated_total (K,) int64 counts GATED statuses.
     """
     n_kp = pos.shape[0]
     for k in range(n_kp):
@@ -232,6 +232,7 @@ def kalman_step_kernel(
                     status = UPDATED
                 else:
                     status = GATED
+                    gated_total[k] += 1
                     # does it agree with the previous rejected measurement? (a fresh track from
                     # there, zero velocity with the start-up uncertainty, would have accepted it)
                     consistent = False
@@ -277,6 +278,23 @@ def kalman_step_kernel(
                 out_vel[k, a] = math.nan
 
 
+@njit(cache=True, error_model="numpy")
+def predict_kernel(pos, vel, cov, active, accel_var, tau, dt, max_var, out):  # pragma: no cover - compiled
+    """Positions dt seconds past the last step into out (K, 3); NaN without a track or where the
+    predicted variance (largest axis) exceeds max_var. State as in `kalman_step_kernel`, unchanged."""
+    for k in range(pos.shape[0]):
+        ok = active[k]
+        f_pv = 0.0
+        if ok:
+            _, f_pv, q_pp, _, _ = _motion(accel_var[k], tau[k], dt)
+            for a in range(3):
+                var = cov[k, a, 0] + f_pv * (2.0 * cov[k, a, 1] + f_pv * cov[k, a, 2]) + q_pp
+                if not var <= max_var:
+                    ok = False
+        for a in range(3):
+            out[k, a] = pos[k, a] + vel[k, a] * f_pv if ok else math.nan
+
+
 class KalmanFilter3D:
     """Filters K keypoints over successive frame sets. Not thread-safe; one per fusion process.
 
@@ -319,6 +337,13 @@ class KalmanFilter3D:
         self._last_t_ns: int | None = None
         #: measurements rejected by the gate since construction, per keypoint
         self.gated_total = np.zeros(n_keypoints, np.int64)
+        o = options
+        self._params = (
+            float(o.measurement_sigma_mm ** 2), float(o.mm_per_px), float(o.min_score),
+            float(o.initial_speed_sigma_mm_s ** 2), float(o.gate_sigma ** 2), int(o.reinit_after_rejections),
+            float(o.max_coast_s), float(o.max_speed_mm_s), float(o.two_view_noise_factor),
+        )
+        self._report_max_var = float(o.report_max_sigma_mm) ** 2 if math.isfinite(o.report_max_sigma_mm) else None
 
     def reset(self) -> None:
         """Forget every track (e.g. after a long pause of the pipeline)."""
@@ -335,19 +360,13 @@ class KalmanFilter3D:
         equally good camera subsets, the one that continues the track (a left/right swap in two of
         four views fits as well as the true pair) -- but only a confident prediction should decide.
         """
-        out = np.full((self.n_keypoints, 3), np.nan)
+        out = np.empty((self.n_keypoints, 3))
         if self._last_t_ns is None:
+            out.fill(np.nan)
             return out
         dt = max(0.0, (int(t_ns) - self._last_t_ns) * 1e-9)
-        f_pv = np.empty(self.n_keypoints)
-        q_pp = np.empty(self.n_keypoints)
-        for k in range(self.n_keypoints):
-            _, f_pv[k], q_pp[k], _, _ = _motion(self._accel_var[k], self._tau[k], dt)
-        f_pv, q_pp = f_pv[:, None], q_pp[:, None]
-        p = self._cov
-        var = p[:, :, 0] + f_pv * (2.0 * p[:, :, 1] + f_pv * p[:, :, 2]) + q_pp
-        ok = self._active & (var.max(axis=1) <= max_sigma_mm ** 2)
-        out[ok] = self._pos[ok] + self._vel[ok] * f_pv[ok]
+        predict_kernel(self._pos, self._vel, self._cov, self._active, self._accel_var, self._tau, dt,
+                       float(max_sigma_mm) ** 2, out)
         return out
 
     def step(
@@ -383,7 +402,6 @@ class KalmanFilter3D:
         if self._last_t_ns is None or t_ns > self._last_t_ns:
             self._last_t_ns = int(t_ns)
         t_s = (int(t_ns) - self._t0_ns) * 1e-9
-        o = self.options
         filtered = np.empty((k, 3))
         predicted = np.empty((k, 3))
         var = np.empty((k, 3))
@@ -391,15 +409,11 @@ class KalmanFilter3D:
         status = np.empty(k, np.int8)
         kalman_step_kernel(
             self._pos, self._vel, self._cov, self._active, self._last_update_s, self._rejections,
-            self._cand, self._cand_t_s, t_s, dt, z, err, sc, nv,
-            self._accel_var, o.measurement_sigma_mm ** 2, o.mm_per_px, o.min_score,
-            o.initial_speed_sigma_mm_s ** 2, o.gate_sigma ** 2, o.reinit_after_rejections, o.max_coast_s,
-            o.max_speed_mm_s, o.two_view_noise_factor, self._tau,
-            float(predict_ahead_s), filtered, predicted, var, vel, status,
+            self._cand, self._cand_t_s, t_s, dt, z, err, sc, nv, self._accel_var, *self._params, self._tau,
+            float(predict_ahead_s), filtered, predicted, var, vel, status, self.gated_total,
         )
-        if math.isfinite(o.report_max_sigma_mm):
-            vague = ~(var.max(axis=1) <= o.report_max_sigma_mm ** 2)
+        if self._report_max_var is not None:
+            vague = ~(var.max(axis=1) <= self._report_max_var)
             filtered[vague] = np.nan
             predicted[vague] = np.nan
-        self.gated_total += status == GATED
         return KalmanOutput(filtered, predicted, var, vel, status)

@@ -38,7 +38,7 @@ import numpy as np
 from fusion.floor import floor_points
 from fusion.kalman import KalmanFilter3D, KalmanOptions
 from fusion.sync import FrameSet, FrameSynchronizer, SyncOptions
-from fusion.triangulate import RigGeometry, TriangulationOptions, triangulate
+from fusion.triangulate import RigGeometry, TriangulationOptions, triangulate, triangulate_tracked
 from ratrig.camera import Calibration
 from ratrig.clock import now_ns
 from ratrig.messages import Keypoints2DPacket, Pose3DPacket, StatsPacket
@@ -103,7 +103,7 @@ class FusionPipeline:
         self._compute_us: deque[float] = deque(maxlen=300)
         self._published: deque[int] = deque(maxlen=300)  # publish times, for the rate
         self._latency_stats_ms: deque[float] = deque(maxlen=300)  # capture -> publish, for the stats
-        self._views_used: deque[float] = deque(maxlen=300)  # mean views per triangulated keypoint
+        self._views_used: deque[np.ndarray] = deque(maxlen=300)  # (K,) views per keypoint, recent frame sets
         self.unknown_keypoint_names: set[str] = set()
         self.bad_packets = 0
 
@@ -146,35 +146,37 @@ class FusionPipeline:
 
     def frame_set_arrays(self, fs: FrameSet) -> tuple[np.ndarray, np.ndarray]:
         """FrameSet -> (C, K, 2) points px and (C, K) likelihood, NaN for absent views/keypoints."""
-        n_kp = len(self.keypoint_names)
-        pts = np.full((self.rig.n_cameras, n_kp, 2), np.nan)
-        like = np.full((self.rig.n_cameras, n_kp), np.nan)
+        xyl = np.full((self.rig.n_cameras, len(self.keypoint_names), 3), np.nan)
+        ours = self.keypoint_names
         for cam, view in fs.views.items():
             pkt: Keypoints2DPacket = view.payload
-            src, dst = self._keypoint_map(tuple(pkt.keypoint_names))
-            kp = np.asarray(pkt.keypoints, np.float64)
             c = self._cam_index[cam]
-            pts[c, dst] = kp[src, :2]
-            like[c, dst] = kp[src, 2]
-        return pts, like
+            names = pkt.keypoint_names
+            if names is ours or names == ours:  # the usual case: the model's keypoints are the rig's
+                xyl[c] = pkt.keypoints
+            else:
+                src, dst = self._keypoint_map(tuple(names))
+                xyl[c, dst] = np.asarray(pkt.keypoints, np.float64)[src]
+        return xyl[:, :, :2], xyl[:, :, 2]
 
     def predict_ahead_s(self) -> float:
         if self.options.predict_ahead_ms == "auto":
-            return float(np.mean(self._latency_ms)) * 1e-3 if self._latency_ms else 0.0
+            lat = self._latency_ms
+            return sum(lat) / len(lat) * 1e-3 if lat else 0.0
         return float(self.options.predict_ahead_ms) * 1e-3
 
     def _fuse(self, fs: FrameSet) -> Pose3DPacket:
         t_start = now_ns()
         pts, like = self.frame_set_arrays(fs)
-        # raw_mm is a function of this frame set alone (replay reproduces it whichever moments the
-        # live run skipped); the filter's measurement may differ where the outlier rejection had two
-        # equally good camera subsets (a left/right swap): there the one continuing the track wins
-        tri = triangulate(self.rig, pts, like, self.options.triangulation)
-        meas = tri
-        # a prediction vaguer than the separation that counts as a swap cannot tell the two apart
+        # one pass gives both: raw_mm is a function of this frame set alone (replay reproduces it
+        # whichever moments the live run skipped); the filter's measurement may differ where the
+        # outlier rejection had two equally good camera subsets (a left/right swap): there the one
+        # continuing the track wins. A prediction vaguer than the separation that counts as a swap
+        # cannot tell the two apart.
         prior = self.kalman.predict_position(fs.capture_ns, self.options.triangulation.prior_ambiguity_mm)
-        if np.isfinite(prior[:, 0]).any():
-            meas = triangulate(self.rig, pts, like, self.options.triangulation, prior)
+        if np.isnan(prior[:, 0]).all():
+            prior = None
+        tri, meas = triangulate_tracked(self.rig, pts, like, self.options.triangulation, prior)
         t_tri = now_ns()
         ahead_s = self.predict_ahead_s()
         kf = self.kalman.step(
@@ -187,33 +189,39 @@ class FusionPipeline:
             usable = np.isfinite(like[:, idx]) & (like[:, idx] >= self.options.triangulation.min_likelihood)
             floor[idx] = floor_points(self.rig, pts[:, idx], usable, self.options.floor_height_mm)
         t_filt = now_ns()
+        views = fs.views
         stamps: dict[str, int] = {}
-        for view in fs.views.values():
+        first_in = last_in = None
+        for view in views.values():
             for stage, ns in view.payload.stamps_ns.items():
                 if ns > stamps.get(stage, -1):
                     stamps[stage] = int(ns)
-        arrivals = [v.arrival_ns for v in fs.views.values()]
+            a = view.arrival_ns
+            if first_in is None or a < first_in:
+                first_in = a
+            if last_in is None or a > last_in:
+                last_in = a
         stamps.update(
-            capture=int(fs.capture_ns), fusion_first_in=int(min(arrivals)), fusion_last_in=int(max(arrivals)),
-            fusion_set=int(fs.emitted_ns), fusion_triangulated=int(t_tri), fusion_filtered=int(t_filt),
+            capture=int(fs.capture_ns), fusion_first_in=int(first_in), fusion_last_in=int(last_in),
+            fusion_set=int(fs.emitted_ns), fusion_triangulated=t_tri, fusion_filtered=t_filt,
         )
         self._compute_us.append((t_filt - t_start) / 1e3)
-        seen = tri.n_cameras[tri.n_cameras > 0]
-        if seen.size:
-            self._views_used.append(float(seen.mean()))
+        n_cameras = tri.n_cameras.astype(np.int8)
+        self._views_used.append(n_cameras)  # reduced in stats(), not per frame set
+        names = self.rig.camera_names
         return Pose3DPacket(
             frame_set_index=fs.index,
             capture_ns=int(fs.capture_ns),
             keypoint_names=self.keypoint_names,
-            cameras=tuple(c for c in self.rig.camera_names if c in fs.views),
+            cameras=names if len(views) == len(names) else tuple(c for c in names if c in views),
             raw_mm=tri.points_mm,
             filtered_mm=kf.predicted_mm if ahead_s > 0 else kf.filtered_mm,
             reprojection_error_px=tri.reprojection_error_px,
-            n_cameras=tri.n_cameras.astype(np.int8),
+            n_cameras=n_cameras,
             score=tri.score,
             stamps_ns=stamps,
             predicted_ahead_ms=ahead_s * 1e3,
-            frame_indices={c: int(v.payload.frame_index) for c, v in fs.views.items()},
+            frame_indices={c: int(v.payload.frame_index) for c, v in views.items()},
             floor_mm=floor,
         )
 
@@ -234,7 +242,9 @@ class FusionPipeline:
             {"p50": float(np.median(lat)), "p99": float(np.percentile(lat, 99)), "mean": float(lat.mean())}
             if lat.size else None
         )
-        s["views_used_mean"] = float(np.mean(self._views_used)) if self._views_used else None
+        # mean views per triangulated keypoint, averaged over the recent frame sets that had any
+        per_set = [float(n.sum()) / k for n in self._views_used if (k := np.count_nonzero(n))]
+        s["views_used_mean"] = float(np.mean(per_set)) if per_set else None
         cu = np.asarray(self._compute_us, float)
         s["compute_us_median"] = float(np.median(cu)) if cu.size else None
         s["predict_ahead_ms"] = self.predict_ahead_s() * 1e3

@@ -24,8 +24,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 
 @dataclass(frozen=True, slots=True)
 class SyncOptions:
@@ -164,6 +162,16 @@ class ClockOffsetEstimator:
         return {c: best[c] - best[ref] if c in best else 0 for c in self.cameras}
 
 
+_NEVER = -(1 << 62)  # the newest capture time of a camera that has delivered nothing
+
+
+def _median_ns(values: Iterable[int]) -> int:
+    """Median of integer times, ns (the mean of the middle two for an even count, truncated)."""
+    s = sorted(values)
+    h = len(s) // 2
+    return s[h] if len(s) % 2 else int((s[h - 1] + s[h]) / 2)  # as np.median, then int()
+
+
 @dataclass
 class _Pending:
     capture_ns: int  # reference (corrected) capture time
@@ -190,6 +198,11 @@ class FrameSynchronizer:
         self._last_arrival_ns: dict[str, int] = {}  # per camera, arrival of its newest result
         self._start_ns: int | None = None
         self._index = 0
+        # the options are frozen: their derived settings once, not per result
+        self._tol = options.tolerance
+        self._wait = options.wait
+        self._dead_after = options.dead_after
+        self._offsets = {c: int(options.clock_offsets_ns.get(c, 0)) for c in self.cameras}  # configured, ns
         self._estimator = ClockOffsetEstimator(self.cameras, options.estimate_window) if options.estimate_offsets else None
 
     def offsets_ns(self) -> dict[str, int]:
@@ -200,35 +213,38 @@ class FrameSynchronizer:
     def add(self, camera: str, capture_ns: int, payload: Any, arrival_ns: int) -> list[FrameSet]:
         """Feed one camera result; returns the frame sets this completes (and older ones), oldest first."""
         self.counters.received += 1
-        if camera not in self.cameras:
+        if camera not in self._offsets:
             self.counters.unknown_camera += 1
             return self.poll(arrival_ns)
-        self._last_arrival_ns[camera] = int(arrival_ns)
+        arrival_ns = int(arrival_ns)
+        capture_ns = int(capture_ns)
+        self._last_arrival_ns[camera] = arrival_ns
         if self._start_ns is None:
-            self._start_ns = int(arrival_ns)
+            self._start_ns = arrival_ns
+        offset = self._offsets[camera]
         if self._estimator is not None:
             self._estimator.add(camera, capture_ns, arrival_ns)
-        offset = int(self.options.clock_offsets_ns.get(camera, 0))
-        if self._estimator is not None:
             offset += self._estimator.offsets_ns()[camera]
-        corrected = int(capture_ns) - offset
-        tol = self.options.tolerance
+        corrected = capture_ns - offset
+        tol = self._tol
         if self._last_emitted_ns is not None and corrected <= self._last_emitted_ns + tol:
             self._count_late(camera)
             return self.poll(arrival_ns)
         prev = self._latest_ns.get(camera)
         if prev is None or corrected > prev:
             self._latest_ns[camera] = corrected
-        view = View(camera, int(capture_ns), int(arrival_ns), payload)
+        view = View(camera, capture_ns, arrival_ns, payload)
         target = None
         for p in self._pending:
             if abs(p.capture_ns - corrected) <= tol:
                 target = p
                 break
         if target is None:
-            target = _Pending(corrected, int(arrival_ns), {}, {})
-            self._pending.append(target)
-            self._pending.sort(key=lambda p: p.capture_ns)
+            target = _Pending(corrected, arrival_ns, {}, {})
+            pending = self._pending
+            pending.append(target)
+            if len(pending) > 1 and pending[-2].capture_ns > corrected:
+                pending.sort(key=lambda p: p.capture_ns)
         if camera in target.views:
             self.counters.duplicates += 1
             return self.poll(arrival_ns)
@@ -239,19 +255,30 @@ class FrameSynchronizer:
     def poll(self, now_ns: int) -> list[FrameSet]:
         """Frame sets that are ready at `now_ns` (complete, superseded or past their deadline)."""
         out: list[FrameSet] = []
-        wait = self.options.wait
-        tol = self.options.tolerance
+        if not self._pending:
+            return out
+        wait = self._wait
+        tol = self._tol
         # the newest ready set decides: everything older goes out with it, in order
         ready_upto = -1
-        dead_after = self.options.dead_after
+        n_cams = len(self.cameras)
+        latest = self._latest_ns
+        last = self._last_arrival_ns
+        dead_after = self._dead_after
         # a camera never heard from counts as alive for dead_after from the first result of any camera
         start = self._start_ns if self._start_ns is not None else now_ns
-        alive = [c for c in self.cameras if now_ns - self._last_arrival_ns.get(c, start) < dead_after]
         for i, p in enumerate(self._pending):
-            accounted = all(
-                c in p.views or self._latest_ns.get(c, -(1 << 62)) > p.capture_ns + tol for c in alive
-            )
-            if accounted or now_ns - p.first_arrival_ns >= wait:
+            views = p.views
+            if len(views) == n_cams or now_ns - p.first_arrival_ns >= wait:
+                ready_upto = i
+                continue
+            ref = p.capture_ns + tol
+            for c in self.cameras:
+                # accounted for: delivered, delivered a later frame (this one was dropped), or dead
+                if c in views or latest.get(c, _NEVER) > ref or now_ns - last.get(c, start) >= dead_after:
+                    continue
+                break
+            else:
                 ready_upto = i
         if ready_upto < 0:
             return out
@@ -268,9 +295,9 @@ class FrameSynchronizer:
         return [fs for p in ready if (fs := self._emit(p, now_ns, self.options.wait)) is not None]
 
     def _emit(self, p: _Pending, now_ns: int, wait: int) -> FrameSet | None:
-        capture = int(np.median(list(p.corrected.values())))
+        capture = _median_ns(p.corrected.values())
         self._last_emitted_ns = capture if self._last_emitted_ns is None else max(self._last_emitted_ns, capture)
-        missing = tuple(c for c in self.cameras if c not in p.views)
+        missing = () if len(p.views) == len(self.cameras) else tuple(c for c in self.cameras if c not in p.views)
         for c in missing:
             self.counters.missing_by_camera[c] = self.counters.missing_by_camera.get(c, 0) + 1
         if len(p.views) < self.options.min_views:
@@ -284,7 +311,8 @@ class FrameSynchronizer:
             self.counters.complete += 1
         if timed_out:
             self.counters.timed_out += 1
-        fs = FrameSet(self._index, capture, dict(p.views), missing, p.first_arrival_ns, int(now_ns), timed_out)
+        # p is dropped after this: its views dict becomes the frame set's
+        fs = FrameSet(self._index, capture, p.views, missing, p.first_arrival_ns, int(now_ns), timed_out)
         self._index += 1
         return fs
 
