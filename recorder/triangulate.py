@@ -54,6 +54,7 @@ expected. `poses` may also be a single folder path (matched to the calibration's
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -395,6 +396,20 @@ def _dlc_3d_table(poses: Poses3D, keypoints: Sequence[str], scorer: str) -> pd.D
     return pd.DataFrame(poses.raw_mm.reshape(len(poses.raw_mm), -1), columns=cols)
 
 
+def to_json(value: Any) -> str:
+    """JSON text with non-finite floats as the strings "inf", "-inf", "nan" (strict JSON has none)."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return str(v)
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(value), indent=2, allow_nan=False)
+
+
 def _percentiles(values: np.ndarray) -> dict[str, float | None]:
     v = values[np.isfinite(values)]
     if not v.size:
@@ -455,7 +470,7 @@ def write_output(out: Path, calibration_path: Path, rig_config: Path | None, cam
         files["nwb"] = "pose3d.nwb"
         (out / "session.json").write_text(json.dumps(meta, indent=2))
     summary["outputs"] = sorted(files.values())
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.json").write_text(to_json(summary))
     return sorted(files.values())
 
 
@@ -635,6 +650,7 @@ def triangulate_files(calibration: Path, poses: Mapping[str, Path] | Path, out: 
             "filter_2d": options.filter_2d, "individual": options.individual,
             "keypoint_map": dict(options.keypoint_map),
         },
+        "cameras_without_file": [c for c in calib.names if c not in files],
         "inputs": {"calibration": str(calibration.resolve()), "poses": {c: str(files[c].resolve()) for c in cameras},
                    "timestamps": {c: str(Path(p).resolve()) for c, p in options.timestamps.items()},
                    "rig_config": str(options.rig_config) if options.rig_config else None},
@@ -650,7 +666,7 @@ def triangulate_files(calibration: Path, poses: Mapping[str, Path] | Path, out: 
         write_output(tmp, calibration, options.rig_config, cameras, keypoints, sets, poses3d, fps, summary,
                      options.write_dlc_h5, options.write_nwb)
         summary["elapsed_s"] = time.perf_counter() - t_start
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
+        (tmp / "summary.json").write_text(to_json(summary))
         _fsync_tree(tmp)
         if out.exists():  # overwrite: move the old one aside first, delete it only once the new one is in place
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
@@ -719,8 +735,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         tri = None
         if args.min_likelihood is not None or args.outlier_threshold_px is not None:
             base = _rig_settings(TriangulateOptions(rig_config=args.config))[1]
-            import dataclasses
-
             tri = dataclasses.replace(
                 base,
                 **({"min_likelihood": args.min_likelihood} if args.min_likelihood is not None else {}),
@@ -738,6 +752,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TriangulateError as e:
         print(f"ratrig triangulate: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # reading or writing failed (disk full, permissions): nothing left under OUT
+        print(f"ratrig triangulate: {e}", file=sys.stderr)
+        return 1
     rep = summary["reprojection_error_px"]
     print(json.dumps({"output": str(args.output), "frames": summary["frames"], "coverage": summary["coverage"],
                       "reprojection_error_px": rep, "frames_per_s": summary["frames_per_s"]}, indent=2))
