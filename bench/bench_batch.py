@@ -25,6 +25,7 @@ import filecmp
 import importlib.util
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -43,13 +44,20 @@ def make_sessions(root: Path, n: int, duration_s: float) -> list[Path]:
             for i in range(n)]
 
 
-def timed(cmd: list[str]) -> float:
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """Run `cmd`; returns (wall s, CPU s of it and its reaped descendants: the cluster's workers)."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     dt = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:6])} ... failed ({res.returncode}):\n{res.stderr[-2000:]}")
-    return dt
+    return dt, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+
+
+def total(runs: list[tuple[float, float]]) -> tuple[float, float]:
+    return sum(r[0] for r in runs), sum(r[1] for r in runs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(d)
         sessions = make_sessions(root, args.sessions, args.duration)
         ss = [str(s) for s in sessions]
-        rows: list[tuple[str, float]] = []
+        rows: list[tuple[str, tuple[float, float]]] = []
         rows.append(("loop: ratrig reprocess per session",
-                     sum(timed([py, "-m", "ratrig", "reprocess", s, *opts, "--name", "loop", "--no-progress"]) for s in ss)))
+                     total([timed([py, "-m", "ratrig", "reprocess", s, *opts, "--name", "loop", "--no-progress"]) for s in ss])))
         for w in (1, 2):
             out = root / f"batch{w}"
             rows.append((f"ratrig batch reprocess --workers {w}",
@@ -86,11 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.sessions} sessions x {args.duration:g} s (4 cameras, 30 fps, 8 keypoints), "
           f"reprocess --skip-inference --triangulation {args.triangulation}; {os.cpu_count()} CPU cores, "
           f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other users' work shares the cores)")
-    print(f"{'':40}{'total s':>9}{'s/session':>11}{'sessions/h':>12}{'vs loop':>9}")
-    base = rows[0][1]
-    for name, t in rows:
-        print(f"{name:40}{t:9.1f}{t / args.sessions:11.2f}{3600 * args.sessions / t:12.0f}{base / t:9.2f}")
-    print(f"2 workers vs 1 worker: {rows[1][1] / rows[2][1]:.2f}x; batch results equal the loop's table by table")
+    print(f"{'':40}{'total s':>9}{'s/session':>11}{'sessions/h':>12}{'vs loop':>9}{'CPU s':>8}{'cores used':>12}")
+    base = rows[0][1][0]
+    for name, (t, cpu) in rows:
+        print(f"{name:40}{t:9.1f}{t / args.sessions:11.2f}{3600 * args.sessions / t:12.0f}{base / t:9.2f}"
+              f"{cpu:8.1f}{cpu / t:12.2f}")
+    print(f"2 workers vs 1 worker: {rows[1][1][0] / rows[2][1][0]:.2f}x sessions/h; batch results equal the loop's "
+          "table by table. 'cores used' = CPU s / wall s: below the worker count, the cores are busy with other work")
     return 0
 
 

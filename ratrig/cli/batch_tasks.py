@@ -235,9 +235,9 @@ def run_task(task: Task) -> dict[str, Any]:
     """Run one task (on a Dask worker). Never raises: returns the manifest record.
 
     Record keys: command, session, key, status (done | skipped | failed), result (folder), error,
-    inputs, options, ratrig_version, host, pid, started_wall, elapsed_s; analyze adds `line`.
+    inputs, options, ratrig_version, host, pid, started_wall, elapsed_s, cpu_s; analyze adds `line`.
     """
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     rec = base_record(task) | {"host": socket.gethostname(), "pid": os.getpid(),
                                 "started_wall": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     try:
@@ -254,6 +254,7 @@ def run_task(task: Task) -> dict[str, Any]:
         rec.update(status="failed", error=f"{type(e).__name__}: {e}",
                    traceback="".join(traceback.format_exception(e)[-6:]))
     rec["elapsed_s"] = round(time.monotonic() - t0, 3)
+    rec["cpu_s"] = round(time.process_time() - cpu0, 3)  # the worker process's CPU time during the task
     return rec
 
 
