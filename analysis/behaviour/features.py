@@ -39,7 +39,7 @@ frame in its window is NaN.
 """
 from __future__ import annotations
 
-import warnings
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -93,10 +93,75 @@ def take_keypoints(points: np.ndarray, order: np.ndarray) -> np.ndarray:
     return out
 
 
-def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(a, axis=axis)
+_DEG = 180.0 / math.pi
+
+
+def _rows(fn, *arrays: np.ndarray) -> np.ndarray:
+    """An element-wise transcendental (arctan2, arccos, sin, cos) applied one window row at a time.
+
+    numpy evaluates these with SIMD code for the bulk of an array and scalar code for the leftover
+    elements (which depend on the length and the alignment), whose last bits can differ; applied
+    per row on an aligned copy, an element takes the same path whether its window comes alone
+    (live) or inside a batch (offline). (N, R) arrays -> (N, R).
+    """
+    out = np.empty(np.broadcast_shapes(*(a.shape for a in arrays)))
+    for i in range(out.shape[0]):
+        out[i] = fn(*(_aligned(a[i]) for a in arrays))
+    return out
+
+
+def _aligned(a: np.ndarray) -> np.ndarray:
+    """A contiguous copy of `a` starting on a 64-byte boundary: where the SIMD code begins and the
+    scalar code takes over depends on the array's alignment too."""
+    buf = np.empty(a.size + 8)
+    off = (-buf.ctypes.data % 64) // 8
+    out = buf[off:off + a.size].reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def _nansum_count(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum and count of the finite values along axis 1, added one window position at a time.
+
+    numpy's own reductions pick their summation order by memory alignment, so one window (live)
+    and the same window inside a batch (offline) could differ in the last bit; element-wise
+    additions in a fixed order cannot.
+    """
+    total = np.zeros(a.shape[:1] + a.shape[2:])
+    count = np.zeros(a.shape[:1] + a.shape[2:])
+    for k in range(a.shape[1]):
+        v = a[:, k]
+        ok = np.isfinite(v)
+        total += np.where(ok, v, 0.0)
+        count += ok
+    return total, count
+
+
+def _nanmean(a: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Mean of the finite values along axis 1 (NaN where none), in a fixed order (see _nansum_count)."""
+    assert axis == 1
+    total, count = _nansum_count(a)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
+def _nanvar(a: np.ndarray) -> np.ndarray:
+    """Population variance of the finite values along axis 1, in a fixed order."""
+    m = _nanmean(a, 1)
+    d = a - m[:, None]
+    return _nanmean(d * d, 1)
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Dot product over the last axis (2 or 3 long), written out element by element: numpy's
+    reductions may sum in a different order for a batch than for one window, and the live stage
+    must reproduce the offline numbers bit for bit."""
+    out = a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1]
+    return out + a[..., 2] * b[..., 2] if a.shape[-1] == 3 else out
+
+
+def _norm(a: np.ndarray) -> np.ndarray:
+    return np.sqrt(_dot(a, a))
 
 
 def _wrap(a: np.ndarray) -> np.ndarray:
@@ -106,13 +171,13 @@ def _wrap(a: np.ndarray) -> np.ndarray:
 def _net_heading_rate(heading: np.ndarray, times: np.ndarray) -> np.ndarray:
     """(N, W) heading rad, (N, W) s -> (N,) deg/s: summed wrapped steps between seen frames / span."""
     d = _wrap(np.diff(heading, axis=1))
-    total = np.nansum(d, axis=1)
+    total, _ = _nansum_count(d)
     seen = np.isfinite(heading)
     t_first = np.where(seen, times, np.inf).min(axis=1)
     t_last = np.where(seen, times, -np.inf).max(axis=1)
     span = t_last - t_first
     with np.errstate(invalid="ignore", divide="ignore"):
-        rate = np.degrees(total) / span
+        rate = total * _DEG / span
     return np.where((seen.sum(axis=1) >= 2) & (span > 0), rate, np.nan)
 
 
@@ -136,7 +201,7 @@ def _band_oscillation(win: np.ndarray, heading: np.ndarray, fps: float) -> np.nd
     """(N, R, 8, 3), (N, R) -> (N,) mm: nose oscillation amplitude in _ORAL_BAND_HZ above the floor."""
     nose, neck = win[:, :, 0], 0.5 * (win[:, :, 1] + win[:, :, 2])
     head = nose - neck
-    c, s = np.cos(heading), np.sin(heading)
+    c, s = _rows(np.cos, heading), _rows(np.sin, heading)
     rel = np.stack([head[..., 0] * c + head[..., 1] * s, -head[..., 0] * s + head[..., 1] * c, head[..., 2]], -1)
     n_seen = np.isfinite(rel).all(axis=-1).sum(axis=1)
     rel = rel - _nanmean(rel, 1)[:, None, :]
@@ -144,7 +209,7 @@ def _band_oscillation(win: np.ndarray, heading: np.ndarray, fps: float) -> np.nd
     r = rel.shape[1]
     han = np.hanning(r)
     spec = np.abs(np.fft.rfft(rel * han[None, :, None], axis=1))  # (N, r//2+1, 3)
-    mag = np.sqrt(np.sum(spec * spec, axis=-1))
+    mag = np.sqrt(_dot(spec, spec))
     freqs = np.fft.rfftfreq(r, 1.0 / fps)
     band = (freqs >= _ORAL_BAND_HZ[0]) & (freqs <= min(_ORAL_BAND_HZ[1], fps / 2))
     if band.sum() < 3:
@@ -177,13 +242,13 @@ def window_features(windows_mm: np.ndarray, times_s: np.ndarray, params: Feature
     nose, lear, rear, tail = win[:, :, 0], win[:, :, 1], win[:, :, 2], win[:, :, 3]
     neck = 0.5 * (lear + rear)
     axis = neck - tail
-    heading = np.arctan2(axis[..., 1], axis[..., 0])  # (N, R)
+    heading = _rows(np.arctan2, axis[..., 1], axis[..., 0])  # (N, R)
     out[:, col["rotation_deg_s"]] = _net_heading_rate(heading, times)
     # sustained bend and twist over the long window: head scanning swings both ways and averages out
     head_l = nose - neck
-    out[:, col["bend_deg"]] = np.degrees(_nanmean(_wrap(np.arctan2(head_l[..., 1], head_l[..., 0]) - heading), 1))
+    out[:, col["bend_deg"]] = _nanmean(_wrap(_rows(np.arctan2, head_l[..., 1], head_l[..., 0]) - heading), 1) * _DEG
     ear_l = rear - lear
-    out[:, col["twist_deg"]] = np.degrees(_nanmean(np.arctan2(ear_l[..., 2], np.linalg.norm(ear_l[..., :2], axis=-1)), 1))
+    out[:, col["twist_deg"]] = _nanmean(_rows(np.arctan2, ear_l[..., 2], _norm(ear_l[..., :2])), 1) * _DEG
 
     # everything else over the short window
     nose, lear, rear, tail, neck, axis = (a[:, r - w:] for a in (nose, lear, rear, tail, neck, axis))
@@ -192,43 +257,41 @@ def window_features(windows_mm: np.ndarray, times_s: np.ndarray, params: Feature
     fwd = axis.copy()
     fwd[..., 2] = 0.0
     with np.errstate(invalid="ignore", divide="ignore"):
-        fwd /= np.linalg.norm(fwd, axis=-1, keepdims=True)
+        fwd /= _norm(fwd)[..., None]
     left = np.stack([-fwd[..., 1], fwd[..., 0], np.zeros(fwd.shape[:-1])], axis=-1)
     head = nose - neck
     # Menger curvature in the floor plane: 2 sin(angle at the neck between tail and nose) / |tail - nose|
     a2, b2 = axis[..., :2], head[..., :2]
     cross = a2[..., 0] * b2[..., 1] - a2[..., 1] * b2[..., 0]
-    chord = np.linalg.norm((nose - tail)[..., :2], axis=-1)
+    chord = _norm((nose - tail)[..., :2])
     with np.errstate(invalid="ignore", divide="ignore"):
-        curv = 2.0 * cross / (np.linalg.norm(a2, axis=-1) * np.linalg.norm(b2, axis=-1) * chord) * 1000.0
-        cos_ht = np.sum(-axis * head, axis=-1) / (np.linalg.norm(axis, axis=-1) * np.linalg.norm(head, axis=-1))
+        curv = 2.0 * cross / (_norm(a2) * _norm(b2) * chord) * 1000.0
+        cos_ht = -_dot(axis, head) / (_norm(axis) * _norm(head))
     out[:, col["curvature_per_m"]] = _nanmean(curv, 1)
-    out[:, col["head_tail_angle_deg"]] = np.degrees(_nanmean(np.arccos(np.clip(cos_ht, -1.0, 1.0)), 1))
+    out[:, col["head_tail_angle_deg"]] = _nanmean(_rows(np.arccos, np.clip(cos_ht, -1.0, 1.0)), 1) * _DEG
 
     for j, paw in enumerate(PAWS):
         anchor = neck if paw.startswith("front") else tail
         rel = win[:, r - w:, 4 + j] - anchor
-        lat = np.sum(rel * left, axis=-1)
+        lat = _dot(rel, left)
         up = rel[..., 2]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            exc = np.sqrt(np.nanvar(lat, axis=1) + np.nanvar(up, axis=1))
+        exc = np.sqrt(_nanvar(lat) + _nanvar(up))
         seen = (np.isfinite(lat) & np.isfinite(up)).sum(axis=1)
         out[:, col[f"{paw}_excursion_mm"]] = np.where(seen >= 3, exc, np.nan)
         out[:, col[f"{paw}_freq_hz"]] = _dominant_freq(lat + up, params.fps)
 
     def jitter(rel: np.ndarray) -> np.ndarray:
         d2 = rel[:, 2:] - 2.0 * rel[:, 1:-1] + rel[:, :-2]
-        return np.sqrt(_nanmean(np.sum(d2 * d2, axis=-1), 1))
+        return np.sqrt(_nanmean(_dot(d2, d2), 1))
 
     # head frame: forward, left, up of the body axis; jitter is invariant to the frame's rotation
     # only up to its slow turning, which the second difference removes
-    nose_rel = np.stack([np.sum(head * fwd, -1), np.sum(head * left, -1), head[..., 2]], axis=-1)
+    nose_rel = np.stack([_dot(head, fwd), _dot(head, left), head[..., 2]], axis=-1)
     out[:, col["nose_jitter_mm"]] = jitter(nose_rel)
     ears = []
     for e in (lear, rear):
         rel = e - neck
-        ears.append(jitter(np.stack([np.sum(rel * fwd, -1), np.sum(rel * left, -1), rel[..., 2]], axis=-1)))
+        ears.append(jitter(np.stack([_dot(rel, fwd), _dot(rel, left), rel[..., 2]], axis=-1)))
     out[:, col["ear_jitter_mm"]] = _nanmean(np.stack(ears, 1), 1)
     out[:, col["nose_oscillation_mm"]] = _band_oscillation(win, heading, params.fps)
     centre = 0.5 * (neck + tail)
@@ -236,7 +299,7 @@ def window_features(windows_mm: np.ndarray, times_s: np.ndarray, params: Feature
     first = np.argmax(seen, axis=1)
     last = w - 1 - np.argmax(seen[:, ::-1], axis=1)
     rows = np.arange(n)
-    dist = np.linalg.norm((centre[rows, last] - centre[rows, first])[:, :2], axis=-1)
+    dist = _norm((centre[rows, last] - centre[rows, first])[:, :2])
     span = times_w[rows, last] - times_w[rows, first]
     with np.errstate(invalid="ignore", divide="ignore"):
         out[:, col["speed_mm_s"]] = np.where(seen.any(axis=1) & (span > 0), dist / span, np.nan)

@@ -14,6 +14,7 @@ States are numbered by the model, not named: what a state means is read off its 
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,20 +126,37 @@ class Segmenter:
         return np.where(np.isfinite(z), z, 0.0)  # an unseen feature sits at the session mean
 
     def log_emission(self, z: np.ndarray) -> np.ndarray:
-        """(D,) standardised input -> (S,) log density under each state."""
+        """(D,) standardised input -> (S,) log density under each state.
+
+        Sums run in a fixed order with scalar logs: numpy's SIMD reductions and transcendentals can
+        differ in the last bit with memory alignment, and the live stage must reproduce the offline
+        run exactly (see `analysis.behaviour.features._rows`).
+        """
         d = z[None, :] - self.means
-        return -0.5 * (np.sum(d * d / self.variances, axis=1) + np.sum(np.log(self.variances), axis=1)
-                       + z.shape[0] * _LOG2PI)
+        q = np.zeros(self.n_states)
+        logdet = np.zeros(self.n_states)
+        for j in range(d.shape[1]):
+            q += d[:, j] * d[:, j] / self.variances[:, j]
+            logdet += np.array([math.log(v) for v in self.variances[:, j]])
+        return -0.5 * (q + logdet + z.shape[0] * _LOG2PI)
 
     def step(self, prev: np.ndarray | None, features: np.ndarray) -> np.ndarray:
         """One forward step: previous posterior (S,) or None at the start, (F,) features -> (S,) posterior."""
         z = self._standardise(segment_inputs(features)[0], self.mean, self.scale)
         log_e = self.log_emission(z)
-        prior = self.startprob if prev is None else prev @ self.transmat
-        log_p = np.log(np.maximum(prior, 1e-300)) + log_e
+        if prev is None:
+            prior = self.startprob
+        else:
+            prior = np.zeros(self.n_states)
+            for k in range(self.n_states):  # prev @ transmat, in a fixed order
+                prior += prev[k] * self.transmat[k]
+        log_p = np.array([math.log(max(float(p), 1e-300)) for p in prior]) + log_e
         log_p -= log_p.max()
-        p = np.exp(log_p)
-        return p / p.sum()
+        p = np.array([math.exp(v) for v in log_p])
+        total = 0.0
+        for v in p:
+            total += v
+        return p / total
 
     def filter(self, features: np.ndarray) -> np.ndarray:
         """(T, F) -> (T, S) causal posteriors, frame by frame with `step` (what the live stage computes)."""
