@@ -7,6 +7,7 @@ never pickled.
 
 Topics (prefix matching is how subscribers filter):
     ``frame/<camera>``   FramePacket        acquisition -> inference, recorder, viewer
+    ``frameref/<camera>`` FrameRefPacket    acquisition -> inference on the same host (shared-memory ring)
     ``pose2d/<camera>``  Keypoints2DPacket  inference   -> fusion, recorder, viewer
     ``pose3d``           Pose3DPacket       fusion      -> events, recorder, viewer
     ``event/<name>``     EventPacket        events      -> outputs, recorder, viewer
@@ -54,6 +55,40 @@ class FramePacket:
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"image": self.image}
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRefPacket:
+    """Where a camera frame lies in its shared-memory ring (`ratrig.shmring`); no pixels travel.
+
+    `ring` is the block's name, `slot` and `sequence` (the ring writer's frame number) locate the
+    frame and let the reader tell whether it was overwritten; `height`, `width`, `channels` let it
+    check it attached the right ring. Only for stages on the camera's host.
+    """
+
+    TYPE: ClassVar[str] = "frameref"
+    camera: str
+    frame_index: int
+    capture_ns: int
+    ring: str
+    slot: int
+    sequence: int
+    height: int
+    width: int
+    channels: int
+    stamps_ns: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def topic(self) -> bytes:
+        return b"frameref/" + self.camera.encode()
+
+    def fields(self) -> dict[str, Any]:
+        return {"camera": self.camera, "frame_index": int(self.frame_index), "capture_ns": int(self.capture_ns),
+                "ring": self.ring, "slot": int(self.slot), "sequence": int(self.sequence),
+                "height": int(self.height), "width": int(self.width), "channels": int(self.channels)}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,9 +277,10 @@ class BehaviourPacket:
         return {"features": self.features, "state_probs": self.state_probs}
 
 
-Packet = Union[FramePacket, Keypoints2DPacket, Pose3DPacket, EventPacket, StatsPacket, BehaviourPacket]
+Packet = Union[FramePacket, FrameRefPacket, Keypoints2DPacket, Pose3DPacket, EventPacket, StatsPacket, BehaviourPacket]
 PACKET_TYPES: Mapping[str, type] = {
-    cls.TYPE: cls for cls in (FramePacket, Keypoints2DPacket, Pose3DPacket, EventPacket, StatsPacket, BehaviourPacket)
+    cls.TYPE: cls for cls in (FramePacket, FrameRefPacket, Keypoints2DPacket, Pose3DPacket, EventPacket, StatsPacket,
+                              BehaviourPacket)
 }
 _TUPLE_FIELDS = {"keypoint_names", "cameras"}
 
