@@ -290,7 +290,8 @@ def fuse(rig: RigGeometry, sets: FrameSets, triangulation: TriangulationOptions,
 
     raw: `triangulate` without a prior (as `Pose3DPacket.raw_mm`). Kalman (when `kalman` is not
     None): per frame set in capture order, the measurement is the triangulation with the filter's
-    prediction as prior, as `FusionPipeline._fuse` does. The prior only changes a keypoint whose
+    prediction as prior, as `FusionPipeline._fuse` does; frame sets with fewer than 2 cameras
+    (which the live synchroniser does not emit) get no filter step and NaN filtered positions. The prior only changes a keypoint whose
     outlier search found a smaller passing camera subset (3..exhaustive_max_views usable views, fewer
     used), so only those are triangulated again -- same kernel, same numbers, less work.
     """
@@ -308,10 +309,15 @@ def fuse(rig: RigGeometry, sets: FrameSets, triangulation: TriangulationOptions,
         usable = (np.isfinite(sets.points[..., 0]) & np.isfinite(sets.points[..., 1]) & np.isfinite(like)
                   & (like >= triangulation.min_likelihood)).sum(axis=0)  # (S, K)
         maybe_prior = (usable >= 3) & (usable <= triangulation.exhaustive_max_views) & (ncams < usable)
+        # the live synchroniser emits no frame set with fewer than 2 views (SyncOptions.min_views):
+        # the filter never sees those moments there, so it does not here either
+        emitted = (sets.frame_index >= 0).sum(axis=0) >= 2
         kf = KalmanFilter3D(k, kalman, motion)
         ambiguity = triangulation.prior_ambiguity_mm
         with tqdm(total=s, desc="kalman", unit="frame", disable=not progress, leave=False) as bar:
             for i in range(s):
+                if not emitted[i]:
+                    continue
                 t_ns = int(sets.capture_ns[i])
                 m_xyz, m_err, m_n, m_sc = raw_mm[i], err[i], ncams[i], score[i]
                 cand = maybe_prior[i]
@@ -705,12 +711,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a camera's 2D file (DeepLabCut .h5/.csv, SLEAP analysis .h5), repeatable; or one folder "
                         "whose files are matched to the calibration's camera names")
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder (a ratrig session folder)")
+    p.add_argument("--timestamps", action="append", default=None, metavar="CAM=FILE",
+                   help="per-camera timestamp file (all cameras): match frames by capture time")
+    add_triangulate_options(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def add_triangulate_options(p: argparse.ArgumentParser) -> None:
+    """The options that decide what the output holds, files aside (shared with `ratrig batch triangulate`)."""
     p.add_argument("--config", type=Path, default=None, help="rig TOML: keypoints, fps and [fusion] settings")
     p.add_argument("--keypoints", default=None, help="rig keypoints, comma-separated (default: the config's, else the files')")
     p.add_argument("--keypoint-map", type=Path, default=None, help="TOML [keypoints] file_name = \"rig_name\" (\"\" drops)")
     p.add_argument("--individual", default=None, help="the animal to take from multi-animal files")
-    p.add_argument("--timestamps", action="append", default=None, metavar="CAM=FILE",
-                   help="per-camera timestamp file (all cameras): match frames by capture time")
     p.add_argument("--fps", type=float, default=None, help="video frame rate (default: the config's, else 30)")
     p.add_argument("--filter", default="none", choices=["none", "median", "viterbi"], help="2D filter of `ratrig reprocess`")
     p.add_argument("--min-likelihood", type=float, default=None, help="views below this likelihood are not used")
@@ -718,9 +732,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-kalman", action="store_true", help="raw triangulation only")
     p.add_argument("--nwb", action="store_true", help="also write OUT/pose3d.nwb (ndx-pose)")
     p.add_argument("--no-dlc-h5", action="store_true", help="do not write OUT/pose3d_dlc.h5")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--no-progress", action="store_true")
-    return p
+
+
+def options_from_args(args: argparse.Namespace) -> TriangulateOptions:
+    """Parsed options -> TriangulateOptions (absent --timestamps/--overwrite/--no-progress: their defaults).
+
+    Raises:
+        TriangulateError: a bad --timestamps pair or keypoint map, naming it.
+    """
+    tri = None
+    if args.min_likelihood is not None or args.outlier_threshold_px is not None:
+        base = _rig_settings(TriangulateOptions(rig_config=args.config))[1]
+        tri = dataclasses.replace(
+            base,
+            **({"min_likelihood": args.min_likelihood} if args.min_likelihood is not None else {}),
+            **({"outlier_threshold_px": args.outlier_threshold_px} if args.outlier_threshold_px is not None else {}),
+        )
+    return TriangulateOptions(
+        keypoints=tuple(k.strip() for k in args.keypoints.split(",") if k.strip()) if args.keypoints else None,
+        keypoint_map=_load_map(args.keypoint_map) if args.keypoint_map else {},
+        individual=args.individual, timestamps=_pairs(getattr(args, "timestamps", None), "--timestamps"), fps=args.fps,
+        rig_config=args.config, triangulation=tri, kalman=not args.no_kalman, filter_2d=args.filter,
+        write_dlc_h5=not args.no_dlc_h5, write_nwb=args.nwb, overwrite=getattr(args, "overwrite", False),
+        progress=not getattr(args, "no_progress", True),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -732,23 +767,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             poses: Mapping[str, Path] | Path = Path(args.pose[0])
         else:
             poses = _pairs(args.pose, "--pose")
-        tri = None
-        if args.min_likelihood is not None or args.outlier_threshold_px is not None:
-            base = _rig_settings(TriangulateOptions(rig_config=args.config))[1]
-            tri = dataclasses.replace(
-                base,
-                **({"min_likelihood": args.min_likelihood} if args.min_likelihood is not None else {}),
-                **({"outlier_threshold_px": args.outlier_threshold_px} if args.outlier_threshold_px is not None else {}),
-            )
-        options = TriangulateOptions(
-            keypoints=tuple(k.strip() for k in args.keypoints.split(",") if k.strip()) if args.keypoints else None,
-            keypoint_map=_load_map(args.keypoint_map) if args.keypoint_map else {},
-            individual=args.individual, timestamps=_pairs(args.timestamps, "--timestamps"), fps=args.fps,
-            rig_config=args.config, triangulation=tri, kalman=not args.no_kalman, filter_2d=args.filter,
-            write_dlc_h5=not args.no_dlc_h5, write_nwb=args.nwb, overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )
-        summary = triangulate_files(args.calibration, poses, args.output, options)
+        summary = triangulate_files(args.calibration, poses, args.output, options_from_args(args))
     except TriangulateError as e:
         print(f"ratrig triangulate: {e}", file=sys.stderr)
         return 2

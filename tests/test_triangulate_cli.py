@@ -625,3 +625,49 @@ def test_reader_details(tmp_path):
     (tmp_path / "ts.csv").write_text("frame_index,capture_ns\n0,100\n1,90\n")
     with pytest.raises(PoseFileError, match=r"ts\.csv: timestamps must increase \(data row 2 \(line 3\)\)"):
         read_timestamps(tmp_path / "ts.csv")
+
+
+def test_frames_one_camera_alone_saw_are_skipped_by_the_filter_as_live(rat, tmp_path):
+    """Frames 100..109 exist only in cam_ne's file, frames 200..204 in cam_ne's and cam_nw's: the live
+    synchroniser emits no frame set of one view, so the filter skips those moments offline too."""
+    from fusion.kalman import KalmanOptions
+    from fusion.process import FusionOptions, FusionPipeline
+    from fusion.sync import SyncOptions
+    from ratrig.messages import Keypoints2DPacket
+    from recorder.export import dlc_dataframe, write_dlc_h5
+
+    root, calib, truth, pts, names, _ = rat
+    has = np.ones((4, 300), bool)
+    has[1:, 100:110] = False
+    has[2:, 200:205] = False
+    files = {}
+    for c, cam in enumerate(calib.names):
+        rows = np.flatnonzero(has[c])
+        df = dlc_dataframe(pts[c, rows], names, "DLC_x")
+        df.index = rows
+        write_dlc_h5(df, tmp_path / f"{cam}.h5")
+        files[cam] = tmp_path / f"{cam}.h5"
+    out = tmp_path / "out"
+    triangulate_files(root / "calibration.toml", files, out, TriangulateOptions(fps=FPS))
+    pose = read_pose3d(out)
+    period = int(round(1e9 / FPS))
+    pipe = FusionPipeline(calib, names, FusionOptions(sync=SyncOptions(frame_period_ns=period),
+                                                      triangulation=TriangulationOptions(), kalman=KalmanOptions()))
+    live = []
+    for i in range(300):
+        # cam_ne last: a camera coming back after 10 silent frames is then waited for (the live
+        # synchroniser otherwise releases cam_ne's view alone, and drops it, before the others arrive)
+        for c in (1, 2, 3, 0):
+            cam = calib.names[c]
+            if has[c, i]:
+                live += pipe.add(Keypoints2DPacket(cam, i, i * period, names, pts[c, i].astype(np.float32)), i * period)
+        live += pipe.poll(i * period + period // 2)
+    live += pipe.flush(300 * period)
+    got = {p.frame_indices["cam_ne"]: p for p in live}
+    alone = np.arange(100, 110)
+    assert not set(alone) & set(got), sorted(set(range(300)) - set(got))
+    assert len(got) == 290, sorted(set(range(300)) - set(got) - set(alone))
+    assert np.isnan(pose.filtered_mm[alone]).all() and np.isnan(pose.raw_mm[alone]).all()
+    rest = np.array(sorted(got))
+    assert np.allclose(pose.filtered_mm[rest], np.stack([got[i].filtered_mm for i in rest]), atol=1e-6, equal_nan=True)
+    assert np.isfinite(pose.raw_mm[200:205]).any()  # two views still triangulate
