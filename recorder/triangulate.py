@@ -484,7 +484,8 @@ def write_output(out: Path, calibration_path: Path, rig_config: Path | None, cam
 # the API
 
 
-def _load_map(path: Path) -> dict[str, str]:
+def load_keypoint_map(path: Path) -> dict[str, str]:
+    """A keypoint map TOML (`[keypoints]` file_name = "rig_name", "" drops) -> dict; errors name the file."""
     from ratrig.tomlio import TOMLDecodeError, read_toml
 
     try:
@@ -581,6 +582,13 @@ def triangulate_files(calibration: Path, poses: Mapping[str, Path] | Path, out: 
         keypoints = list(rig_keypoints)
     if not keypoints:
         raise TriangulateError("no keypoints left after --keypoint-map")
+    in_files = {kp for cam in cameras for kp in tracks[cam].keypoints}
+    unused_map = sorted(set(options.keypoint_map) - in_files)
+    if unused_map:
+        warnings.append(f"keypoint map: {unused_map} are in none of the pose files")
+    unseen = [k for k in keypoints if not any(k in columns[cam][1] for cam in cameras)]
+    if unseen:
+        warnings.append(f"rig keypoints {unseen} are in none of the pose files (NaN throughout)")
     stamps = None
     if options.timestamps:
         try:
@@ -750,7 +758,7 @@ def options_from_args(args: argparse.Namespace) -> TriangulateOptions:
         )
     return TriangulateOptions(
         keypoints=tuple(k.strip() for k in args.keypoints.split(",") if k.strip()) if args.keypoints else None,
-        keypoint_map=_load_map(args.keypoint_map) if args.keypoint_map else {},
+        keypoint_map=load_keypoint_map(args.keypoint_map) if args.keypoint_map else {},
         individual=args.individual, timestamps=_pairs(getattr(args, "timestamps", None), "--timestamps"), fps=args.fps,
         rig_config=args.config, triangulation=tri, kalman=not args.no_kalman, filter_2d=args.filter,
         write_dlc_h5=not args.no_dlc_h5, write_nwb=args.nwb, overwrite=getattr(args, "overwrite", False),

@@ -20,7 +20,7 @@ import pytest
 
 from fusion.triangulate import TriangulationOptions
 from ratrig.camera import Calibration, Camera
-from recorder.triangulate import TriangulateError, TriangulateOptions, main, triangulate_files
+from recorder.triangulate import TriangulateError, TriangulateOptions, load_keypoint_map, main, triangulate_files
 from synthetic.rig import default_rig
 from synthetic.tracks2d import rat_tracks_2d, write_dlc_files
 
@@ -459,6 +459,14 @@ def test_keypoint_map_and_folder_matching(rat, tmp_path):
                  "--keypoints", ",".join(rig_kps), "--keypoint-map", str(tmp_path / "map.toml"), "--no-progress"]) == 0
     meta = json.loads((out / "session.json").read_text())
     assert meta["keypoints"] == rig_kps and meta["cameras"] == list(calib.names)
+    assert not any("keypoint" in w for w in meta["warnings"]), meta["warnings"]
+    # a rig keypoint no file has, a map entry no file uses: said, not fatal
+    (tmp_path / "map2.toml").write_text('[keypoints]\nnose = "snout"\ntail_base = ""\nsnoot = "snout"\n')
+    s2 = triangulate_files(root / "calibration.toml", folder, tmp_path / "o2", TriangulateOptions(
+        fps=FPS, keypoints=tuple(rig_kps) + ("tail_tip",), keypoint_map=load_keypoint_map(tmp_path / "map2.toml")))
+    assert "keypoint map: ['snoot'] are in none of the pose files" in s2["warnings"]
+    assert "rig keypoints ['tail_tip'] are in none of the pose files (NaN throughout)" in s2["warnings"]
+    assert s2["coverage"]["tail_tip"] == 0.0
     pose = read_pose3d(out)
     assert np.nanmedian(np.linalg.norm(pose.raw_mm[:, 0] - truth[:, 0], axis=-1)) < 2.0  # snout = the nose
     # a file that names no calibration camera
