@@ -29,10 +29,12 @@ seqlock needs. Weakly ordered CPUs (ARM) would need explicit fences, which numpy
 """
 from __future__ import annotations
 
+import mmap
+import os
 import platform
 import struct
 from dataclasses import dataclass, field
-from multiprocessing import resource_tracker, shared_memory
+from multiprocessing import shared_memory
 
 import numpy as np
 
@@ -155,6 +157,45 @@ def _c_strides(shape: tuple[int, int, int], dt: np.dtype) -> tuple[int, int, int
     return (w * c * dt.itemsize, c * dt.itemsize, dt.itemsize)
 
 
+class _Attached:
+    """A reader's read-only mapping of an existing block, unknown to the resource tracker.
+
+    `SharedMemory(name)` on Python < 3.13 registers an attached block with the resource tracker,
+    which unlinks it when the reader's process exits (or, for processes sharing one tracker, drops
+    the writer's registration), under the writer's feet: readers map the block themselves, as
+    SharedMemory does, without registering it (Python 3.13's ``track=False``). Read-only: a reader
+    cannot scribble on a frame another reader uses.
+    """
+
+    def __init__(self, name: str) -> None:
+        try:
+            if os.name != "posix":
+                raise RingError(f"ring {name}: shared-memory rings are implemented for POSIX systems only")
+            import _posixshmem  # CPython's own module behind multiprocessing.shared_memory
+
+            fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0o600)
+        except FileNotFoundError:
+            raise RingError(f"ring {name}: no such shared-memory block (has the camera process started, on this "
+                            f"host?)") from None
+        try:
+            self.size = os.fstat(fd).st_size
+            self._mmap = mmap.mmap(fd, self.size, prot=mmap.PROT_READ) if self.size else None
+        finally:
+            os.close(fd)
+        self.buf = memoryview(self._mmap) if self._mmap is not None else memoryview(b"")
+
+    def close(self) -> None:
+        try:
+            self.buf.release()
+        except BufferError:
+            pass  # arrays made from it are still alive
+        if self._mmap is not None:
+            try:
+                self._mmap.close()
+            except BufferError:
+                pass  # a FrameView's image still refers to it; the mapping goes with the last reference
+
+
 @dataclass
 class FrameView:
     """A frame used in place in the ring. `image` is valid only while `intact()` says so: check it
@@ -176,17 +217,7 @@ class FrameRingReader:
     """
 
     def __init__(self, name: str) -> None:
-        try:
-            shm = shared_memory.SharedMemory(name=name, create=False)
-        except FileNotFoundError:
-            raise RingError(f"ring {name}: no such shared-memory block (has the camera process started, on this "
-                            f"host?)") from None
-        # Python < 3.13 registers an attached block with the resource tracker, which unlinks it when
-        # this process exits, under the writer's feet: only the writer owns the block
-        try:
-            resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
-        except Exception:  # pragma: no cover - trackers differ between versions
-            pass
+        shm = _Attached(name)
         self._shm = shm
         self.name = name
         if shm.size < HEADER_BYTES:
@@ -240,11 +271,7 @@ class FrameRingReader:
         if self._shm is None:
             return
         self._seq = self._frames = None  # type: ignore[assignment]
-        try:
-            self._shm.close()
-        except BufferError:
-            # a FrameView's image still exports the buffer; the mapping goes when the process does
-            pass
+        self._shm.close()
         self._shm = None  # type: ignore[assignment]
 
     def __enter__(self) -> FrameRingReader:
