@@ -133,12 +133,15 @@ def scorer_name(session: Session, result: str | None) -> str:
 
 
 def export_dlc(session: Session, out: Path, result: str | None = None) -> list[Path]:
-    """One DeepLabCut .h5 per camera; row i = the camera's i-th recorded video frame."""
+    """One DeepLabCut .h5 per camera; row i = the camera's i-th recorded video frame (or 2D row, without video)."""
     out.mkdir(parents=True, exist_ok=True)
     scorer = scorer_name(session, result)
     paths = []
     for cam in session.cameras:
         frames = session.frames(cam)
+        if len(frames) == 0:  # no video (a session from `ratrig triangulate`): the 2D table's frames
+            p = session.pose2d(cam, result)
+            frames = pd.DataFrame({"frame_index": p.frame_index, "capture_ns": p.capture_ns})
         pts = pose2d_by_frame(session, cam, frames["frame_index"].to_numpy(), result)
         path = out / f"{cam}{scorer}.h5"
         write_dlc_h5(dlc_dataframe(pts, session.keypoints, scorer), path)

@@ -679,3 +679,20 @@ def test_frames_one_camera_alone_saw_are_skipped_by_the_filter_as_live(rat, tmp_
     rest = np.array(sorted(got))
     assert np.allclose(pose.filtered_mm[rest], np.stack([got[i].filtered_mm for i in rest]), atol=1e-6, equal_nan=True)
     assert np.isfinite(pose.raw_mm[200:205]).any()  # two views still triangulate
+
+
+def test_export_of_a_triangulated_session(rat, tmp_path):
+    """`ratrig export OUT --to dlc|anipose` on a folder without video: the 2D comes back as it went in."""
+    from recorder.export import main as export_main
+    from recorder.posefiles import read_pose_file
+
+    root, calib, truth, pts, names, files = rat
+    out = tmp_path / "tri"
+    triangulate_files(root / "calibration.toml", files, out, TriangulateOptions(fps=FPS))
+    assert export_main([str(out), "--to", "dlc", str(tmp_path / "dlc")]) == 0
+    back = read_pose_file(next((tmp_path / "dlc").glob("cam_nw*.h5")))
+    seen = np.isfinite(pts[1, :, :, 0])
+    assert np.allclose(back.points[..., :2][seen], pts[1, ..., :2][seen], atol=1e-6)
+    assert export_main([str(out), "--to", "anipose", str(tmp_path / "ani"), "--no-videos"]) == 0
+    ani = pd.read_csv(tmp_path / "ani" / "tri" / "pose-3d" / "trial.csv")
+    assert np.allclose(ani["nose_x"], read_pose3d(out).raw_mm[:, 0, 0], atol=1e-6, equal_nan=True)
