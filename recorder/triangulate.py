@@ -10,8 +10,9 @@ offline on the files -- undistortion, likelihood-weighted DLT and the outlier su
 (`fusion.triangulate.triangulate`, batched over all frame sets: a raw point depends on its own
 frame set only), then, frame set by frame set in capture order, the Kalman filter
 (`fusion.kalman.KalmanFilter3D`) fed exactly as `FusionPipeline._fuse` feeds it (the tracker's
-prediction decides between equally good camera subsets). Optionally the 2D filters of `ratrig
-reprocess` (recorder.filters: median, Viterbi) run on each camera's track first.
+prediction decides between equally good camera subsets; moments seen by one camera alone, which the
+live synchroniser never emits, get no filter step). Optionally the 2D filters of `ratrig reprocess`
+(recorder.filters: median, Viterbi) run on each camera's track first.
 tests/test_triangulate_cli.py checks that the output equals what FusionPipeline gives for the same 2D.
 
 Frames: rows of the files are matched by their frame number (a DeepLabCut table's row index, a SLEAP
@@ -49,7 +50,14 @@ Python API (stable; `ratrig batch triangulate` calls it)::
 
 `triangulate_files(calibration, poses, out, options) -> dict` returns the summary (also written to
 OUT/summary.json) and raises `TriangulateError` (a ValueError) naming the file and what was
-expected. `poses` may also be a single folder path (matched to the calibration's cameras).
+expected; an OSError while writing propagates, with nothing left at OUT. `poses` may also be a
+single folder path (matched to the calibration's cameras). `TriangulateOptions` (frozen dataclass,
+every field defaulted) carries the command-line options; `load_keypoint_map(path)` reads a
+`--keypoint-map` file. Summary keys: frames, cameras.<cam>.{file, format, individual, rows,
+first_frame, last_frame, missing_frames, frame_sets_without_this_camera, keypoints_absent},
+keypoints, fps, matched_by, coverage.<kp>, coverage_filtered.<kp>, reprojection_error_px.{p50,p95},
+ncams_mean, time_per_frame_ms, frames_per_s, read_s, fuse_s, elapsed_s, options, inputs,
+cameras_without_file, warnings, outputs.
 """
 from __future__ import annotations
 
