@@ -272,14 +272,14 @@ class BehaviourConfig:
     enabled: bool = False  # start the live behaviour stage in `ratrig run/demo`
     lesion_side: Literal["left", "right", "none"] = "none"  # turns left/right into ipsi/contra
     window_s: float = 1.0  # sliding window of the per-frame-set features
-    rotation_window_s: float = 3.0  # net heading change is measured over this (a U-turn is 180 deg)
-    n_states: int = 6  # segmentation states (Gaussian HMM)
+    long_window_s: float = 3.0  # net rotation, sustained bend and twist, nose oscillation (a U-turn turns 180 deg)
+    n_states: int = 8  # segmentation states (Gaussian HMM)
     warmup_s: float = 60.0  # live, without `model`: fit the segmenter on this much data, then freeze it
     model: str = ""  # a segmenter saved by `python -m analysis.behaviour fit` (.npz); relative to this file
     stats_interval_s: float = 1.0
 
     def validate(self, where: str) -> None:
-        for key in ("window_s", "rotation_window_s", "warmup_s", "stats_interval_s"):
+        for key in ("window_s", "long_window_s", "warmup_s", "stats_interval_s"):
             value = getattr(self, key)
             if not value > 0:
                 raise ConfigError(f"{where}.{key}: expected a number > 0, got {value!r}")
