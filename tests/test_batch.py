@@ -269,3 +269,42 @@ def test_batch_reprocess_reruns_the_model_like_the_one_session_command(tmp_path,
         (res,) = [r for r in _results(s) if r.name != "single"]
         for t in ["pose3d.csv"] + [f"pose2d/{c}.csv" for c in CAMERA_NAMES]:
             assert (res / t).read_bytes() == (s / "reprocessed" / "single" / t).read_bytes(), t
+
+
+def test_batch_triangulate_equals_ratrig_triangulate(tmp_path, cluster):
+    """Folders of DeepLabCut files + a calibration -> the same session folders as `ratrig triangulate`."""
+    import pandas as pd
+
+    from ratrig.cli import batch
+    from recorder.triangulate import main as triangulate
+    from synthetic.rig import default_rig
+    from synthetic.tracks2d import rat_tracks_2d, write_dlc_files
+
+    calib = default_rig()
+    calib.save(tmp_path / "calibration.toml")
+    folders = []
+    for seed in range(2):
+        _, pts, names = rat_tracks_2d(calib, 40, 100.0, seed=seed, noise_px=0.5, drop_rate=0.05)
+        write_dlc_files(pts, calib.names, names, tmp_path / f"rat{seed}")
+        folders.append(tmp_path / f"rat{seed}")
+    opts = ["--fps", "100", "--filter", "median"]
+    argv = ["triangulate", *map(str, folders), "--calibration", str(tmp_path / "calibration.toml"), *opts,
+            "--out", str(tmp_path / "out"), "--scheduler", cluster.scheduler_address, "--no-progress"]
+    assert batch.main(argv) == 0
+    for f in folders:
+        one = tmp_path / f"one_{f.name}"
+        assert triangulate(["--calibration", str(tmp_path / "calibration.toml"), "--pose", str(f), "-o", str(one),
+                            *opts, "--no-progress"]) == 0
+        a, b = _files(one), _files(tmp_path / "out" / f.name)
+        assert set(b) == set(a) | {"batch.json"}
+        for name in set(a) - {"summary.json", "pose3d_dlc.h5"}:  # HDF5 files carry their own write times
+            assert b[name] == a[name], name
+        h5 = "pose3d_dlc.h5"
+        assert pd.read_hdf(one / h5).equals(pd.read_hdf(tmp_path / "out" / f.name / h5))
+        sa, sb = json.loads(a["summary.json"]), json.loads(b["summary.json"])
+        assert sa["frames"] == sb["frames"] == 40 and sa["coverage"] == sb["coverage"]
+        assert sa["reprojection_error_px"] == sb["reprojection_error_px"]
+    rec = json.loads((tmp_path / "out" / "batch-manifest.json").read_text())["sessions"][0]
+    assert rec["status"] == "done" and rec["inputs"]["calibration"] and any(k.startswith("pose/") for k in rec["inputs"])
+    assert batch.main(argv) == 0  # nothing changed: nothing redone
+    assert json.loads((tmp_path / "out" / "batch-manifest.json").read_text())["counts"]["skipped"] == 2

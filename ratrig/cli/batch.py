@@ -1,18 +1,22 @@
-"""`ratrig batch reprocess|analyze SESSIONS...`: many sessions at once on Dask distributed.
+"""`ratrig batch reprocess|analyze|triangulate SESSIONS...`: many sessions at once on Dask distributed.
 
     ratrig batch reprocess sessions/*/ --skip-inference --triangulation dlt --workers 4
     ratrig batch analyze sessions/*/ --result latest --out results/ --workers 2
+    ratrig batch triangulate pose2d/*/ --calibration calibration.toml --fps 100 --out sessions3d/
     ratrig batch reprocess sessions/*/ --scheduler tcp://10.0.0.5:8786    # an existing Dask cluster
     ratrig batch reprocess sessions/*/ --jobqueue slurm --workers 32     # dask-jobqueue (jobqueue.yaml)
 
 Each command takes the options of its one-session command (`ratrig reprocess --help`,
-`ratrig analyze --help`) plus the batch options below. One Dask task per session runs that
+`ratrig analyze --help`, `ratrig triangulate --help`: all but --pose, -o, --timestamps) plus the
+batch options below; a triangulate input is a folder of per-camera 2D files named after the
+calibration's cameras (`ratrig triangulate --pose FOLDER`). One Dask task per session runs that
 command's own function; a LocalCluster of --workers single-threaded worker processes (bound to
 127.0.0.1) is started unless --scheduler or --jobqueue names another cluster.
 
 Results: reprocess writes SESSION/reprocessed/<UTC stamp>/ (or OUT/<session folder name>/<stamp>/
 with --out); analyze writes OUT/<session_id>/ and then OUT/group.csv and OUT/group_report.html over
-every session analysed. Each result folder appears complete or not at all (written hidden, then
+every session analysed; triangulate writes FOLDER/triangulated/ (or OUT/<folder name>/), a
+session folder. Each result folder appears complete or not at all (written hidden, then
 renamed) and holds `batch.json`, its manifest record: input hashes, options, ratrig version,
 status, timings. The batch manifest (every session, failed ones with their error) is written
 atomically to --manifest (default OUT/batch-manifest.json, or ./batch-<command>-manifest.json).
@@ -60,10 +64,11 @@ def add_batch_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from analysis.cli import add_analyze_options
     from recorder.reprocess import add_reprocess_options
+    from recorder.triangulate import add_triangulate_options
 
     p = argparse.ArgumentParser(prog="ratrig batch", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    sub = p.add_subparsers(dest="command", required=True, metavar="{reprocess,analyze}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{reprocess,analyze,triangulate}")
     r = sub.add_parser("reprocess", help="ratrig reprocess on every session")
     r.add_argument("sessions", nargs="+", help="session folders")
     add_reprocess_options(r)
@@ -74,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("sessions", nargs="+", help="session folders or pose CSV files")
     add_analyze_options(a)
     add_batch_options(a)
+    t = sub.add_parser("triangulate", help="ratrig triangulate on every folder of 2D pose files")
+    t.add_argument("sessions", nargs="+", metavar="FOLDER",
+                   help="folders of per-camera 2D files (DeepLabCut .h5/.csv, SLEAP .h5) named after the cameras")
+    t.add_argument("--calibration", default=None, help="Anipose calibration.toml (default: FOLDER/calibration.toml)")
+    add_triangulate_options(t)
+    t.add_argument("--out", default=None, help="outputs to OUT/<folder name>/ instead of FOLDER/triangulated/")
+    add_batch_options(t)
     return p
 
 
@@ -86,24 +98,41 @@ def plan(args: argparse.Namespace) -> tuple[list[Task | dict[str, Any]], dict[st
 
     Raises ValueError for arguments that are wrong for the whole batch (exit status 2).
     """
-    from ratrig.cli.batch_tasks import analyze_session_id, plan_analyze, plan_reprocess, resolve_result
+    from ratrig.cli.batch_tasks import (
+        analyze_session_id,
+        plan_analyze,
+        plan_reprocess,
+        plan_triangulate,
+        resolve_result,
+    )
 
     items: list[Task | dict[str, Any]] = []
+    if args.command in ("reprocess", "triangulate") and args.out:
+        names = [Path(s).resolve().name for s in args.sessions]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"--out {args.out}: sessions share the folder name {dup[0]!r}; "
+                             "results would collide (leave --out out to write beside each session)")
     if args.command == "reprocess":
         from recorder.reprocess import options_from_args
 
         options = options_from_args(args)
         out = Path(args.out) if args.out else None
-        if out is not None:
-            names = [Path(s).resolve().name for s in args.sessions]
-            dup = sorted({n for n in names if names.count(n) > 1})
-            if dup:
-                raise ValueError(f"--out {out}: sessions share the folder name {dup[0]!r}; "
-                                 "results would collide (leave --out out to write beside each session)")
         hashes: dict[str, str] = {}
         for s in args.sessions:
             items.append(_planned(lambda s=s: plan_reprocess(s, options, out, hashes), "reprocess", s))
         return items, options
+    if args.command == "triangulate":
+        from recorder.triangulate import add_triangulate_options
+
+        probe = argparse.ArgumentParser(add_help=False)
+        add_triangulate_options(probe)
+        options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                   if k in vars(probe.parse_args([]))}
+        out = Path(args.out) if args.out else None
+        for s in args.sessions:
+            items.append(_planned(lambda s=s: plan_triangulate(s, options, args.calibration, out), "triangulate", s))
+        return items, dict(options, calibration=args.calibration)
     from analysis.cli import apparatus_from_args, meta_flags, meta_table, session_overrides
 
     apparatus = apparatus_from_args(args)

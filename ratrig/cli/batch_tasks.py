@@ -6,7 +6,8 @@ what "the same inputs" means: a result folder holding a `batch.json` with that k
 "done" is not redone.
 
 `run_task(task)` is what a worker runs. It calls the one-session functions of the stages
-(`recorder.reprocess.reprocess`; `analysis.cli.analyse_path` and `write_session`), writes into a
+(`recorder.reprocess.reprocess`; `analysis.cli.analyse_path` and `write_session`;
+`recorder.triangulate.triangulate_files`), writes into a
 hidden staging folder and renames it into place when complete, so a worker killed mid-task
 leaves no partial result under a final name (only a hidden `.batch-*` / `.*.tmp-*` folder). It
 never raises: a failing session comes back as a record with status "failed" and the error text.
@@ -46,10 +47,11 @@ class Task:
     """One session through one command.
 
     Attributes:
-        command: "reprocess" or "analyze".
+        command: "reprocess", "analyze" or "triangulate".
         session: the SESSION argument as given.
         target: reprocess: the folder the result goes into (SESSION/reprocessed, or OUT/<name>);
-            analyze: the session's output folder OUT/<session_id>.
+            analyze: the session's output folder OUT/<session_id>; triangulate: the output session
+            folder (FOLDER/triangulated, or OUT/<folder name>).
         options: JSON-able keyword options of the one-session function (recorded, and hashed).
         inputs: input name -> sha256 (or "bytes:N" for video segments, see `reprocess_inputs`).
         key: sha256 over command, inputs and options.
@@ -194,6 +196,39 @@ def plan_analyze(session: str, folder: Path, options: dict[str, Any]) -> Task:
 
 
 # ---------------------------------------------------------------------------------------------------
+# triangulate
+
+
+def triangulate_inputs(folder: Path, calibration: Path, options: dict[str, Any]) -> dict[str, str]:
+    """The 2D pose files of `folder` (as recorder.posefiles matches them), the calibration, config and map."""
+    from recorder.posefiles import POSE_SUFFIXES
+
+    inputs = {f"pose/{f.name}": sha256_file(f) for f in sorted(folder.iterdir())
+              if f.is_file() and f.suffix.lower() in POSE_SUFFIXES}
+    inputs["calibration"] = sha256_file(calibration)
+    for k in ("config", "keypoint_map"):
+        if options.get(k):
+            f = Path(options[k])
+            if not f.is_file():
+                raise PlanError(f"--{k.replace('_', '-')} {f}: file not found")
+            inputs[k] = sha256_file(f)
+    return inputs
+
+
+def plan_triangulate(folder: str, options: dict[str, Any], calibration: str | None, out: Path | None) -> Task:
+    """A triangulate task: FOLDER's 2D files -> FOLDER/triangulated/ (or OUT/<folder name>/), a session folder."""
+    p = Path(folder)
+    if not p.is_dir():
+        raise PlanError(f"{p}: no such folder of 2D pose files")
+    calib = Path(calibration) if calibration else p / "calibration.toml"
+    if not calib.is_file():
+        raise PlanError(f"{calib}: no calibration (pass --calibration, or put calibration.toml in the folder)")
+    target = out / p.resolve().name if out is not None else p / "triangulated"
+    opts = dict(options, calibration=str(calib.resolve()))
+    return make_task("triangulate", folder, target, opts, triangulate_inputs(p, calib, options))
+
+
+# ---------------------------------------------------------------------------------------------------
 # Done or not
 
 
@@ -208,7 +243,7 @@ def read_record(folder: Path) -> dict[str, Any] | None:
 def find_done(task: Task) -> Path | None:
     """The result folder of an earlier run of `task` with the same key, or None."""
     target = Path(task.target)
-    if task.command == "analyze":
+    if task.command in ("analyze", "triangulate"):  # one output folder, replaced when inputs change
         rec = read_record(target)
         return target if rec and rec.get("key") == task.key and rec.get("status") == "done" else None
     if not target.is_dir():
@@ -248,6 +283,8 @@ def run_task(task: Task) -> dict[str, Any]:
             rec.update(_reprocess(task, rec, t0))
         elif task.command == "analyze":
             rec.update(_analyze(task, rec, t0))
+        elif task.command == "triangulate":
+            rec.update(_triangulate(task, rec, t0))
         else:
             raise ValueError(f"unknown batch command {task.command!r}")
     except Exception as e:  # noqa: BLE001 -- one failing session must not stop the others: report it
@@ -301,6 +338,29 @@ def _analyze(task: Task, rec: dict[str, Any], t0: float) -> dict[str, Any]:
     try:
         write_session(result, stage, not o.get("no_report", False))
         line = f"{session.n_frames} frames, {one_line(result.summary)}"
+        done = dict(rec, status="done", result=str(final), line=line, elapsed_s=round(time.monotonic() - t0, 3))
+        atomic_write_text(stage / BATCH_FILE, json.dumps(done, indent=2, default=str))
+        replace_dir(stage, final)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return {"status": "done", "result": str(final), "line": line}
+
+
+def _triangulate(task: Task, rec: dict[str, Any], t0: float) -> dict[str, Any]:
+    import argparse
+
+    from recorder.triangulate import options_from_args, triangulate_files
+
+    o = dict(task.options)
+    calibration = Path(o.pop("calibration"))
+    for k in ("config", "keypoint_map"):
+        o[k] = Path(o[k]) if o.get(k) else None
+    options = options_from_args(argparse.Namespace(**o))
+    final = Path(task.target)
+    stage = final.parent / f".{final.name}.batch-{uuid.uuid4().hex[:12]}"
+    try:
+        summary = triangulate_files(calibration, Path(task.session), stage, options)
+        line = f"{summary.get('frames')} frames"
         done = dict(rec, status="done", result=str(final), line=line, elapsed_s=round(time.monotonic() - t0, 3))
         atomic_write_text(stage / BATCH_FILE, json.dumps(done, indent=2, default=str))
         replace_dir(stage, final)
