@@ -37,10 +37,21 @@ class NetworkConfig:
     host: str = "127.0.0.1"  # address every stage binds to; "0.0.0.0" opens the session to the network
     base_port: int = 5550  # ports are allocated from here upwards (see `Endpoints`)
     connect_host: str = "127.0.0.1"  # address other stages use to reach the binders
+    # frames from each camera to inference through a shared-memory ring (ratrig.shmring) instead of
+    # the ZeroMQ wire; every stage on this host only (network mode keeps the wire)
+    shared_memory: bool = False
+    ring_slots: int = 16  # frames per camera ring: how far a reader may fall behind before it is lapped
 
     def validate(self, where: str) -> None:
         if not 1024 <= self.base_port <= 65000:
             raise ConfigError(f"{where}.base_port: expected a port in 1024..65000, got {self.base_port}")
+        if not 2 <= self.ring_slots <= 1024:
+            raise ConfigError(f"{where}.ring_slots: expected 2..1024, got {self.ring_slots}")
+        loopback = ("127.0.0.1", "localhost", "::1")
+        if self.shared_memory and (self.host not in loopback or self.connect_host not in loopback):
+            raise ConfigError(f"{where}.shared_memory: rings work between processes on one host; with host "
+                              f"{self.host!r} / connect_host {self.connect_host!r} (network mode) frames keep the "
+                              f"ZeroMQ wire: set shared_memory = false or both hosts to 127.0.0.1")
 
 
 @dataclass(frozen=True)
