@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from ratrig.messages import MAX_BUFFER_BYTES, MessageError, Packet, decode, encode
+from ratrig.security import client_socket, keys_from_env, server_socket
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,11 @@ LOG_FIRST, LOG_EVERY = 20, 10_000
 
 
 def make_pub(ctx: zmq.Context, endpoint: str, sndhwm: int = 1000) -> zmq.Socket:
-    """A PUB socket bound to `endpoint`. Raises a clear OSError if the port is taken."""
-    sock = ctx.socket(zmq.PUB)
+    """A PUB socket bound to `endpoint`. Raises a clear OSError if the port is taken.
+
+    A CurveZMQ server when $RATRIG_CURVE names keys (`ratrig.security`); plain otherwise.
+    """
+    sock = server_socket(ctx, zmq.PUB, keys_from_env())
     sock.setsockopt(zmq.SNDHWM, sndhwm)
     sock.setsockopt(zmq.LINGER, 0)
     try:
@@ -40,8 +44,11 @@ def make_pub(ctx: zmq.Context, endpoint: str, sndhwm: int = 1000) -> zmq.Socket:
 def make_sub(
     ctx: zmq.Context, endpoints: Iterable[str], topics: Sequence[bytes] = (b"",), rcvhwm: int = 1000
 ) -> zmq.Socket:
-    """A SUB socket connected to every endpoint, subscribed to each topic prefix."""
-    sock = ctx.socket(zmq.SUB)
+    """A SUB socket connected to every endpoint, subscribed to each topic prefix.
+
+    A CurveZMQ client when $RATRIG_CURVE names keys (`ratrig.security`); plain otherwise.
+    """
+    sock = client_socket(ctx, zmq.SUB, keys_from_env())
     sock.setsockopt(zmq.RCVHWM, rcvhwm)
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
     sock.setsockopt(zmq.LINGER, 0)

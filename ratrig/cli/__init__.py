@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("analysis.cli", "gait, corridor, cylinder and rotation reports from sessions"),
     "batch": ("ratrig.cli.batch", "reprocess or analyze many sessions on Dask (local workers or a cluster)"),
     "doctor": ("ratrig.doctor", "check the installation (one OpenCV, numpy<2, imports)"),
+    "keys": ("ratrig.cli.keys", "make CurveZMQ key pairs for authenticated multi-host sessions"),
 }
 
 
