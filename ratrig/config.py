@@ -41,10 +41,30 @@ class NetworkConfig:
     # the ZeroMQ wire; every stage on this host only (network mode keeps the wire)
     shared_memory: bool = False
     ring_slots: int = 16  # frames per camera ring: how far a reader may fall behind before it is lapped
+    # Several hosts (README): the address of the host that runs the cameras, which their endpoints bind
+    # to and the other stages connect to; "" = host / connect_host like every other stage
+    camera_host: str = ""
+    # CurveZMQ authentication (key files from `ratrig keys`, relative to this file); all empty = none
+    server_secret_key: str = ""  # the rig's server .key_secret: needed on every host that binds endpoints
+    server_public_key: str = ""  # the server's public .key: enough on a host that only connects (viewer)
+    client_secret_key: str = ""  # this host's client .key_secret
+    allowed_client_keys: list[str] = field(default_factory=list)  # client public .key files let in
+
+    @property
+    def curve(self) -> bool:
+        """Whether CurveZMQ keys are configured."""
+        return bool(self.server_secret_key or self.server_public_key or self.client_secret_key
+                    or self.allowed_client_keys)
 
     def validate(self, where: str) -> None:
         if not 1024 <= self.base_port <= 65000:
             raise ConfigError(f"{where}.base_port: expected a port in 1024..65000, got {self.base_port}")
+        if self.curve and not self.client_secret_key:
+            raise ConfigError(f"{where}.client_secret_key: CurveZMQ keys are configured, so this host needs its "
+                              f"client .key_secret file (make one with `ratrig keys`)")
+        if self.server_secret_key and not self.allowed_client_keys:
+            raise ConfigError(f"{where}.allowed_client_keys: expected the client public .key files to let in "
+                              f"(at least this host's own)")
         if not 2 <= self.ring_slots <= 1024:
             raise ConfigError(f"{where}.ring_slots: expected 2..1024, got {self.ring_slots}")
         loopback = ("127.0.0.1", "localhost", "::1")
@@ -421,10 +441,14 @@ class Endpoints:
         return list(self.ports().values())
 
     def bind(self, key: str) -> str:
-        return self._url(self.rig.network.host, self.ports()[key])
+        net = self.rig.network
+        return self._url(net.camera_host if net.camera_host and key.startswith("camera/") else net.host,
+                         self.ports()[key])
 
     def connect(self, key: str) -> str:
-        return self._url(self.rig.network.connect_host, self.ports()[key])
+        net = self.rig.network
+        return self._url(net.camera_host if net.camera_host and key.startswith("camera/") else net.connect_host,
+                         self.ports()[key])
 
     def directory(self) -> dict[str, str]:
         """Every endpoint a subscriber may connect to, by key."""
@@ -552,6 +576,16 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         sec = data.get(section)
         if isinstance(sec, Mapping) and isinstance(sec.get(key), str) and sec[key] and not os.path.isabs(sec[key]):
             data[section] = dict(sec, **{key: str((base / sec[key]).resolve())})
+    net = data.get("network")
+    if isinstance(net, Mapping):  # CurveZMQ key files
+        net = dict(net)
+        for key in ("server_secret_key", "server_public_key", "client_secret_key"):
+            if isinstance(net.get(key), str) and net[key] and not os.path.isabs(net[key]):
+                net[key] = str((base / net[key]).resolve())
+        if isinstance(net.get("allowed_client_keys"), list):
+            net["allowed_client_keys"] = [str((base / k).resolve()) if isinstance(k, str) and not os.path.isabs(k) else k
+                                          for k in net["allowed_client_keys"]]
+        data["network"] = net
     return data
 
 
