@@ -19,7 +19,7 @@ movement does not keep, and this module adds:
 * per-camera timestamp files (`read_timestamps`) and matching a folder of pose files to the
   calibration's camera names (`match_pose_folder`).
 
-SLEAP analysis files without `point_scores` (user labels) get likelihood 1 wherever a point exists.
+SLEAP points without a score (user labels: no `point_scores`, or NaN there) get likelihood 1.
 """
 from __future__ import annotations
 
@@ -253,8 +253,9 @@ def _from_dataset(ds, path: Path, software: str, frame_index: np.ndarray, indivi
     if pos.shape[2] != 2:
         raise PoseFileError(f"{path}: expected 2D positions (x, y), got {pos.shape[2]} coordinates")
     seen = np.isfinite(pos).all(axis=2)
-    if software == "SLEAP" and not np.isfinite(conf).any():
-        conf = np.where(seen, 1.0, np.nan)  # user labels carry no scores: a labelled point is certain
+    if software == "SLEAP":
+        # user-labelled instances carry no scores (NaN, or no point_scores at all): a labelled point is certain
+        conf = np.where(seen & ~np.isfinite(conf), 1.0, conf)
     pos[~seen] = np.nan
     conf = np.where(seen, conf, np.nan)
     points = np.concatenate([pos, conf[:, :, None]], axis=2)

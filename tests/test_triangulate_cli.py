@@ -621,6 +621,11 @@ def test_reader_details(tmp_path):
     assert t.source_software == "SLEAP" and t.points.shape == (5, 2, 3)
     assert np.isnan(t.points[3, 1]).all() and (t.points[[0, 1, 2, 4], 1, 2] == 1.0).all()
     assert np.allclose(t.points[:, 0, :2], tracks[0, :, 0, :].T)
+    scores = np.full((1, 2, 5), 0.7)
+    scores[0, :, 2] = np.nan  # frame 2 was labelled by hand, the others predicted
+    _sleap_analysis(tmp_path / "mixed.analysis.h5", tracks, scores, ["a", "b"], ["rat"])
+    t = read_pose_file(tmp_path / "mixed.analysis.h5")
+    assert (t.points[2, :, 2] == 1.0).all() and np.allclose(t.points[[0, 1, 4], :, 2], 0.7) and t.individual == "rat"
     (tmp_path / "notes.csv").write_text("hello,world\n1,2\n")
     with pytest.raises(PoseFileError, match=r"notes\.csv: expected DeepLabCut CSV header rows"):
         read_pose_file(tmp_path / "notes.csv")
