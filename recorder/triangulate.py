@@ -52,7 +52,9 @@ Python API (stable; `ratrig batch triangulate` calls it)::
 OUT/summary.json) and raises `TriangulateError` (a ValueError) naming the file and what was
 expected; an OSError while writing propagates, with nothing left at OUT. `poses` may also be a
 single folder path (matched to the calibration's cameras). `TriangulateOptions` (frozen dataclass,
-every field defaulted) carries the command-line options; `load_keypoint_map(path)` reads a
+every field defaulted) carries the command-line options; `add_triangulate_options(parser)` adds the
+flags other than the inputs and output, `options_from_args(namespace)` turns them into
+TriangulateOptions (both shared with `ratrig batch triangulate`); `load_keypoint_map(path)` reads a
 `--keypoint-map` file. Summary keys: frames, cameras.<cam>.{file, format, individual, rows,
 first_frame, last_frame, missing_frames, frame_sets_without_this_camera, keypoints_absent},
 keypoints, fps, matched_by, coverage.<kp>, coverage_filtered.<kp>, reprojection_error_px.{p50,p95},
