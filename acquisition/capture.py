@@ -1,5 +1,9 @@
 """One capture process per camera: grab, timestamp, publish `FramePacket`s on `frame/<camera>`.
 
+With ``[network] shared_memory = true`` each frame is also written into the camera's shared-memory
+ring (`ratrig.shmring`, created by this process and unlinked when it exits) and announced as a
+`FrameRefPacket` on `frameref/<camera>`: inference workers on this host read it there.
+
     python -m acquisition.capture --config RIG.toml --camera NAME [--t0-ns N] [--duration S]
 
 Exit codes: 0 clean stop (SIGTERM/SIGINT, end of file, --duration), 3 camera failed (open, disconnect,
@@ -20,7 +24,8 @@ from acquisition.faults import CameraDied, FaultInjector
 from acquisition.sources import SourceError, open_source
 from ratrig.clock import now_ns
 from ratrig.config import ConfigError, Endpoints, load_config
-from ratrig.messages import FramePacket, StatsPacket
+from ratrig.messages import FramePacket, FrameRefPacket, StatsPacket
+from ratrig.shmring import FrameRingWriter, RingError, ring_name
 from ratrig.stats import LatencyWindow, RateMeter, install_stop_handlers
 from ratrig.transport import make_pub, send_packet
 
@@ -105,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rc = 0
     source = None
+    use_ring = rig.network.shared_memory
+    ring: FrameRingWriter | None = None  # created at the first frame (its shape), unlinked at exit
     try:
         try:
             source = open_source(cam, rig, t0_ns)
@@ -142,9 +149,24 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 capture_ns = grab.capture_ns + faults.jitter_ns()
                 image = np.ascontiguousarray(grab.image)  # a fresh buffer per frame: sent zero-copy
-                pkt = FramePacket(cam.name, int(frame_index), int(capture_ns), image,
-                                  {"capture": int(capture_ns), "publish": now_ns()})
-                if send_packet(pub, pkt, block=False):
+                stamps = {"capture": int(capture_ns), "publish": now_ns()}
+                ok = True
+                if use_ring:
+                    # pixels into the ring once; inference on this host reads them there
+                    if ring is None:
+                        ring = FrameRingWriter(ring_name(rig.network.base_port, cam.name, os.getpid()),
+                                               rig.network.ring_slots, image.shape, image.dtype)
+                        log.info("%s: frames to inference through shared-memory ring %s (%d slots)", cam.name,
+                                 ring.name, ring.slots)
+                    slot, seq = ring.write(image)
+                    h, w = image.shape[:2]
+                    ref = FrameRefPacket(cam.name, int(frame_index), int(capture_ns), ring.name, slot, seq, h, w,
+                                         image.shape[2] if image.ndim == 3 else 1, stamps)
+                    ok = send_packet(pub, ref, block=False)
+                # the wire too, for the recorder and the viewer (ZeroMQ sends it only to subscribers)
+                pkt = FramePacket(cam.name, int(frame_index), int(capture_ns), image, stamps)
+                ok = send_packet(pub, pkt, block=False) and ok
+                if ok:
                     counters["published"] += 1
             if source.paced_by_source:
                 k += 1
@@ -158,7 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         counters["failed"] = str(e)
         rc = 3
+    except RingError as e:
+        log.error("%s: %s", cam.name, e)
+        counters["failed"] = str(e)
+        rc = 3
     finally:
+        if ring is not None:
+            ring.close()
         if source is not None:
             source.close()
         publish_stats(final=True)

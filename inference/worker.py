@@ -3,7 +3,10 @@
     python -m inference.worker --config RIG.toml --worker J [--duration S]
 
 Worker J serves the cameras `RigConfig.worker_groups()[J]`. It subscribes to each camera's
-`frame/<camera>` (one SUB socket per camera, connected to `Endpoints(rig).connect("camera/<name>")`),
+`frame/<camera>` (one SUB socket per camera, connected to `Endpoints(rig).connect("camera/<name>")`;
+with ``[network] shared_memory = true`` to `frameref/<camera>` instead, and runs the model on the
+frame in place in the camera's shared-memory ring, dropping a frame the camera overwrote before its
+result went out: `lapped` in the stats),
 drains every socket to its newest frame (`ratrig.transport.drain_newest`), picks the newest complete
 moment of its cameras (`inference.moments`), runs the model once for that moment (batched where the
 model allows it, `inference.engines`) and publishes one `Keypoints2DPacket` per camera on
@@ -30,7 +33,8 @@ from inference.engines import ModelError, ModelInfo, PoseEstimator, build_estima
 from inference.moments import MomentSelector, PendingFrame
 from ratrig.clock import now_ns
 from ratrig.config import ConfigError, Endpoints, RigConfig, load_config
-from ratrig.messages import FramePacket, Keypoints2DPacket, StatsPacket
+from ratrig.messages import FramePacket, FrameRefPacket, Keypoints2DPacket, StatsPacket
+from ratrig.shmring import FrameRingReader, FrameView, RingError
 from ratrig.stats import LatencyWindow, RateMeter, install_stop_handlers
 from ratrig.transport import ReceiveCounters, drain_newest, make_pub, make_sub, send_packet
 
@@ -74,6 +78,8 @@ class CameraStats:
         self.transport_ms = LatencyWindow(maxlen=5000)
         self.capture_to_2d_ms = LatencyWindow(maxlen=5000)
         self.last_capture_ns: int | None = None
+        self.lapped = 0  # shared-memory frames the camera overwrote before (or while) they were run
+        self.ring_errors = 0  # frame refs whose ring could not be attached
 
 
 def _pct(window: LatencyWindow) -> dict[str, float] | None:
@@ -106,6 +112,8 @@ class Worker:
         self.errors = 0
         self.last_error = ""
         self._last_stats_ns = 0
+        self.rings: dict[str, FrameRingReader] = {}  # camera -> its ring (shared-memory mode)
+        self._views: dict[str, dict[int, FrameView]] = {}  # camera -> ring sequence -> frame in place
 
     def receive(self, timeout_ms: int) -> None:
         """Wait up to `timeout_ms` for frames, then drain every socket to its newest frame."""
@@ -116,6 +124,10 @@ class Worker:
             st = self.cam_stats[cam]
             for packet in drain_newest(sock, st.counters).values():
                 received = now_ns()
+                if isinstance(packet, FrameRefPacket) and packet.camera == cam:
+                    packet = self._from_ring(packet, st)
+                    if packet is None:
+                        continue
                 if not isinstance(packet, FramePacket) or packet.camera != cam:
                     st.counters.malformed += 1
                     log.warning("%s: unexpected %s message on camera %s's socket", self.process,
@@ -124,11 +136,61 @@ class Worker:
                 st.transport_ms.add((received - packet.capture_ns) / 1e6)
                 self.selector.add(cam, PendingFrame(packet, received))
 
+    def _from_ring(self, ref: FrameRefPacket, st: CameraStats) -> FramePacket | None:
+        """A FramePacket whose image is the frame in place in its camera's ring (no copy), or None
+        if the ring cannot be read or the camera already overwrote the frame (counted)."""
+        reader = self.rings.get(ref.camera)
+        if reader is None or reader.name != ref.ring:  # first frame, or a restarted camera's new ring
+            if reader is not None:
+                reader.close()
+                del self.rings[ref.camera]
+            try:
+                reader = FrameRingReader(ref.ring)
+            except RingError as e:
+                st.ring_errors += 1
+                if st.ring_errors <= 5:
+                    log.error("%s: %s", self.process, e)
+                return None
+            self.rings[ref.camera] = reader
+        try:
+            view = reader.view(ref.slot, ref.sequence)
+        except RingError:  # Lapped, or a slot/sequence that does not fit the ring
+            st.lapped += 1
+            return None
+        views = self._views.setdefault(ref.camera, {})
+        views[ref.sequence] = view
+        for seq in [s for s in views if s <= ref.sequence - reader.slots]:  # overwritten by now: forget
+            del views[seq]
+        return FramePacket(ref.camera, ref.frame_index, ref.capture_ns, view.image,
+                           {**ref.stamps_ns, "ring_sequence": int(ref.sequence)})
+
+    def _intact(self, cam: str, packet: FramePacket) -> bool:
+        """False if `packet`'s pixels came from a ring slot the camera has overwritten since."""
+        seq = packet.stamps_ns.get("ring_sequence")
+        if seq is None:
+            return True
+        view = self._views.get(cam, {}).get(seq)
+        return view is not None and view.intact()
+
     def step(self) -> bool:
         """Run the newest moment if one is ready. True if something was run."""
         moment = self.selector.take(now_ns())
         if not moment:
             return False
+        if self.rings:
+            # frames in rings are used in place: forget the views older than the ones taken (the
+            # selector never goes back), and leave out views the camera overwrote while they waited
+            for c, pf in moment.items():
+                taken = pf.packet.stamps_ns.get("ring_sequence")
+                views = self._views.get(c)
+                if taken is not None and views:
+                    for seq in [s for s in views if s < taken]:
+                        del views[seq]
+            for c in [c for c, pf in moment.items() if not self._intact(c, pf.packet)]:
+                self.cam_stats[c].lapped += 1
+                del moment[c]
+            if not moment:
+                return True
         cams = list(moment)
         frames = [moment[c].packet.image for c in cams]
         t0 = now_ns()
@@ -149,8 +211,12 @@ class Worker:
         for cam, pose in zip(cams, poses):
             pf = moment[cam]
             st = self.cam_stats[cam]
+            if not self._intact(cam, pf.packet):  # overwritten during inference: the pose may be of a torn frame
+                st.lapped += 1
+                continue
             skipped_total = st.counters.skipped + self.selector.skipped[cam]
             stamps = dict(pf.packet.stamps_ns)
+            stamps.pop("ring_sequence", None)  # the worker's own bookkeeping, not a stage time
             stamps["received"] = pf.received_ns
             stamps["inferred"] = inferred
             out = Keypoints2DPacket(
@@ -180,6 +246,8 @@ class Worker:
                 "transport_latency_ms": _pct(st.transport_ms),
                 "capture_to_2d_ms": _pct(st.capture_to_2d_ms),
                 "alive": cam in alive,
+                "lapped": st.lapped,
+                "ring_errors": st.ring_errors,
             }
         return {
             "worker": self.index, "cameras": per_cam, "engine": self.info.engine,
@@ -192,6 +260,12 @@ class Worker:
     def publish_stats(self, final: bool = False) -> None:
         send_packet(self.pub, StatsPacket(process=self.process, sent_ns=now_ns(), stats=self.stats(final)), block=False)
         self._last_stats_ns = now_ns()
+
+    def close_rings(self) -> None:
+        self._views.clear()
+        for reader in self.rings.values():
+            reader.close()
+        self.rings.clear()
 
     def run(self, stop: list[bool], duration_s: float | None = None) -> None:
         end_ns = None if duration_s is None else now_ns() + int(duration_s * 1e9)
@@ -251,12 +325,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     subs: dict[str, zmq.Socket] = {}
     try:
         pub = make_pub(ctx, args.bind or endpoints.bind(f"inference/{args.worker}"), sndhwm=200)
+        # shared-memory mode: the frames' ring references instead of the frames (same host only)
+        topic = b"frameref/" if rig.network.shared_memory else b"frame/"
         for cam in cameras:
             # A small receive queue: the worker only ever wants the newest frame.
-            subs[cam] = make_sub(ctx, [endpoints.connect(f"camera/{cam}")], [b"frame/" + cam.encode()], rcvhwm=4)
+            subs[cam] = make_sub(ctx, [endpoints.connect(f"camera/{cam}")], [topic + cam.encode()], rcvhwm=4)
         worker = Worker(rig, args.worker, info, estimator, subs, pub)
-        worker.run(stop, args.duration)
-        worker.publish_stats(final=True)
+        try:
+            worker.run(stop, args.duration)
+            worker.publish_stats(final=True)
+        finally:
+            worker.close_rings()
     except OSError as e:
         log.error("%s", e)
         return 2
