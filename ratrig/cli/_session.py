@@ -102,6 +102,18 @@ def check_events(rig: RigConfig) -> None:
         raise SessionError(str(e)) from None
 
 
+def check_behaviour(rig: RigConfig) -> None:
+    """A [behaviour] model that cannot be read stops the session before any process starts."""
+    if not (rig.behaviour.enabled and rig.behaviour.model and stage_available("analysis.behaviour.process")):
+        return
+    from analysis.behaviour.segment import Segmenter  # lazy: stages are imported by the composition root only
+
+    try:
+        Segmenter.load(rig.behaviour.model)
+    except ValueError as e:
+        raise SessionError(f"{rig.path or 'config'}: behaviour.model: {e}") from None
+
+
 def check_model(rig: RigConfig) -> dict[str, Any]:
     """Validate the configured model before any camera opens; its identity for the summary."""
     if not stage_available("inference.engines"):
@@ -139,6 +151,9 @@ def plan(rig: RigConfig, config_path: Path, opts: SessionOptions) -> tuple[list[
             consumers.append(ProcessSpec("fusion", "fusion.process", cfg, restart=True))
             if rig.events.enabled and stage_available("events.process"):
                 consumers.append(ProcessSpec("events", "events.process", cfg, restart=True))
+            if rig.behaviour.enabled and stage_available("analysis.behaviour.process"):
+                check_behaviour(rig)  # off by default: [behaviour] enabled = true starts it
+                consumers.append(ProcessSpec("behaviour", "analysis.behaviour.process", cfg, restart=True))
     # The probe takes every frame off the wire as soon as it arrives: the transport latency of the
     # summary. (A live worker drains only between forward passes, so its receive times include the
     # wait for the model.) Its stats go out on the monitor port.
