@@ -103,10 +103,12 @@ def test_batch_reprocess_equals_one_session_command_and_a_rerun_does_no_work(ses
     # other options, or a changed input, redo exactly what they change
     with (ss[1] / "calibration.toml").open("a") as f:
         f.write("# edited after the first run\n")
-    assert batch.main(["reprocess", *map(str, ss), *REPROCESS, "--manifest", str(manifest), "--workers", "1",
-                       "--no-progress"]) == 0
+    # (the changed session given twice is run once)
+    assert batch.main(["reprocess", *map(str, ss), str(ss[1]), *REPROCESS, "--manifest", str(manifest),
+                       "--workers", "1", "--no-progress"]) == 0
     doc = json.loads(manifest.read_text())
-    assert [r["status"] for r in doc["sessions"]] == ["skipped", "done", "skipped"]
+    assert [r["status"] for r in doc["sessions"]] == ["skipped", "done", "skipped", "skipped"]
+    assert "same session and inputs as argument 2" in doc["sessions"][3]["note"]
     assert len(_results(ss[1])) == len(before[ss[1]]) + 1
 
 

@@ -265,12 +265,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     records: list[dict[str, Any]] = [None] * len(items)  # type: ignore[list-item]
     todo: list[tuple[int, Task]] = []
+    planned: dict[tuple[str, str], int] = {}
     for i, it in enumerate(items):
         if not isinstance(it, Task):
             records[i] = it
             continue
+        first = planned.setdefault((it.key, it.target), i)
         done = None if args.force else find_done(it)
-        if done is not None:
+        if first != i:  # the same session given twice: one task
+            records[i] = base_record(it) | {"status": "skipped", "result": None, "elapsed_s": 0.0,
+                                            "note": f"same session and inputs as argument {first + 1}"}
+        elif done is not None:
             records[i] = base_record(it) | {"status": "skipped", "result": str(done), "elapsed_s": 0.0}
         else:
             todo.append((i, it))
