@@ -59,6 +59,8 @@ def add_analyze_options(p: argparse.ArgumentParser) -> None:
     d.add_argument("--reference-speed", type=float, default=GaitParams().reference_speed_mm_s,
                    help="walking speed (mm/s) the speed-normalised values are reported at (default %(default)s)")
     d.add_argument("--no-report", action="store_true", help="write the tables only, no HTML")
+    d.add_argument("--no-dyskinesia", action="store_true",
+                   help="skip the dyskinesia proxies (analysis.behaviour; 20-min bins, ipsi/contra)")
 
 
 def _parse_pots(text: str) -> tuple[tuple[float, float], ...]:
@@ -121,11 +123,18 @@ def analyse_path(path: str, overrides: dict[str, Any], apparatus: Apparatus | No
     return session, analyse_session(session, params)
 
 
-def write_session(result, folder: Path, report: bool) -> None:
-    """One session's tables, summary and (if `report`) HTML report into `folder`."""
+def write_session(result, folder: Path, report: bool, dyskinesia: bool = True) -> None:
+    """One session's tables, summary and (if `report`) HTML report into `folder`; with `dyskinesia`,
+    the dyskinesia proxies per 20-min bin too (analysis.behaviour.report: CSVs, report section)."""
+    blocks: tuple[str, ...] = ()
+    if dyskinesia:
+        from analysis.behaviour.report import session_dyskinesia
+
+        block, result.summary["dyskinesia_proxies"] = session_dyskinesia(result.session, folder)
+        blocks = (block,)
     write_session_outputs(result, folder)
     if report:
-        session_report(result, folder / "report.html")
+        session_report(result, folder / "report.html", blocks)
 
 
 def write_group(summaries: list[dict], out: Path, report: bool) -> None:
@@ -162,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             sid = f"{sid}_{len(seen)}"
         seen.add(sid)
         folder = out / sid
-        write_session(result, folder, not args.no_report)
+        write_session(result, folder, not args.no_report, not args.no_dyskinesia)
         summaries.append(result.summary)
         print(f"{path}: {session.n_frames} frames, {one_line(result.summary)} -> {folder} "
               f"({time.perf_counter() - t0:.1f} s)")

@@ -255,8 +255,11 @@ def _key_numbers(summary: dict) -> pd.DataFrame:
     return pd.DataFrame({"value": row}).dropna()
 
 
-def session_report(result: SessionResult, path: str | Path) -> Path:
-    """Write the session's HTML report to `path`. Returns the path."""
+def session_report(result: SessionResult, path: str | Path, extra_blocks: tuple[str, ...] = ()) -> Path:
+    """Write the session's HTML report to `path`. Returns the path.
+
+    `extra_blocks`: HTML sections added before the key numbers (e.g. the dyskinesia proxies).
+    """
     m = result.session.meta
     title = f"ratrig session {m.session_id}"
     info = (f"<p>animal <b>{html.escape(m.animal_id or '?')}</b>, lesion side <b>{m.lesion_side}</b>, "
@@ -290,6 +293,7 @@ def session_report(result: SessionResult, path: str | Path) -> Path:
             blocks.append(f"<p>Not scored: {html.escape(sec['skipped'])}</p>" if "skipped" in sec else _figure_block(fn(result)))
     blocks.append("<h2>Rotation</h2>")
     blocks.append(_figure_block(fig_rotation(result)) or f"<p>{html.escape(str(result.summary.get('rotation')))}</p>")
+    blocks.extend(extra_blocks)
     blocks.append("<h2>Key numbers</h2>" + _key_numbers(result.summary).to_html(float_format=lambda v: f"{v:.4g}"))
     path = Path(path)
     atomic_write_text(path, _html(title, blocks))

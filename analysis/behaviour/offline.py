@@ -24,7 +24,7 @@ from analysis.behaviour.segment import Segmenter
 @dataclass(frozen=True, slots=True)
 class BehaviourParams:
     features: FeatureParams = field(default_factory=FeatureParams)
-    n_states: int = 6
+    n_states: int = 8
     warmup_s: float = 60.0
     seed: int = 0
     detection: DetectionParams = field(default_factory=DetectionParams)

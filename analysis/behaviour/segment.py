@@ -23,12 +23,13 @@ import numpy as np
 import pandas as pd
 
 from analysis.behaviour.features import FEATURE_NAMES
-from ratrig.skeleton import PAWS
 
-#: features the HMM sees, and whether each is log1p-scaled (skewed, non-negative)
+#: what the HMM sees: (name, how it is made from the features, log1p-scaled?)
 SEGMENT_FEATURES: tuple[tuple[str, bool], ...] = (
     ("bend_deg", False), ("twist_deg", False), ("rotation_deg_s", False),
-    *((f"{p}_excursion_mm", True) for p in PAWS),
+    ("front_paw_excursion_asymmetry_mm", False),  # left minus right forepaw excursion
+    ("front_paw_excursion_mm", True),  # mean of the forepaws
+    ("hind_paw_excursion_mm", True),  # mean of the hind paws
     ("nose_oscillation_mm", True), ("speed_mm_s", True), ("nose_height_mm", False),
 )
 _LOG2PI = np.log(2.0 * np.pi)
@@ -37,9 +38,14 @@ _LOG2PI = np.log(2.0 * np.pi)
 def segment_inputs(features: np.ndarray) -> np.ndarray:
     """(T, F) features in FEATURE_NAMES order -> (T, D) unscaled HMM inputs (NaN kept)."""
     f = np.asarray(features, np.float64).reshape(-1, len(FEATURE_NAMES))
+    col = {n: f[:, i] for i, n in enumerate(FEATURE_NAMES)}
+    fl, fr = col["front_left_paw_excursion_mm"], col["front_right_paw_excursion_mm"]
+    col["front_paw_excursion_asymmetry_mm"] = fl - fr
+    col["front_paw_excursion_mm"] = 0.5 * (fl + fr)
+    col["hind_paw_excursion_mm"] = 0.5 * (col["hind_left_paw_excursion_mm"] + col["hind_right_paw_excursion_mm"])
     cols = []
     for name, log in SEGMENT_FEATURES:
-        v = f[:, FEATURE_NAMES.index(name)]
+        v = col[name]
         cols.append(np.log1p(np.maximum(v, 0.0)) if log else v)
     return np.stack(cols, axis=1)
 
@@ -62,7 +68,7 @@ class Segmenter:
 
     # -- fitting and storage -----------------------------------------------------------------------
     @classmethod
-    def fit(cls, features: np.ndarray, n_states: int = 6, seed: int = 0, n_iter: int = 60) -> "Segmenter":
+    def fit(cls, features: np.ndarray, n_states: int = 8, seed: int = 0, n_iter: int = 40) -> "Segmenter":
         """EM fit of a diagonal Gaussian HMM (hmmlearn) on (T, F) features. Deterministic per seed.
 
         Raises:
@@ -80,7 +86,7 @@ class Segmenter:
         mean = np.where(np.isfinite(mean), mean, 0.0)
         scale = np.where(np.isfinite(scale) & (scale > 1e-9), scale, 1.0)
         z = cls._standardise(x[ok], mean, scale)
-        model = GaussianHMM(n_components=n_states, covariance_type="diag", n_iter=n_iter, tol=1e-3,
+        model = GaussianHMM(n_components=n_states, covariance_type="diag", n_iter=n_iter, tol=1e-2,
                             random_state=seed, min_covar=1e-3)
         model.fit(z)
         variances = np.array([np.diag(c) for c in model.covars_])
