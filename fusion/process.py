@@ -111,14 +111,14 @@ class FusionPipeline:
 
     def add(self, packet: Keypoints2DPacket, arrival_ns: int) -> list[Pose3DPacket]:
         """Feed one camera's 2D result; returns the 3D poses of the frame sets it completes."""
-        kp = np.asarray(packet.keypoints)
-        if kp.ndim != 2 or kp.shape[1] != 3 or kp.shape[0] != len(packet.keypoint_names):
+        shape = np.shape(packet.keypoints)
+        if shape != (len(packet.keypoint_names), 3):
             self.bad_packets += 1
             log.warning("camera %s frame %s: keypoints shape %s does not match %d names, dropped",
-                        packet.camera, packet.frame_index, kp.shape, len(packet.keypoint_names))
+                        packet.camera, packet.frame_index, shape, len(packet.keypoint_names))
             return self.poll(arrival_ns)
-        sets = self.sync.add(packet.camera, int(packet.capture_ns), packet, int(arrival_ns))
-        return [self._fuse(fs) for fs in sets]
+        sets = self.sync.add(packet.camera, packet.capture_ns, packet, arrival_ns)
+        return [self._fuse(fs) for fs in sets] if sets else []
 
     def poll(self, now: int) -> list[Pose3DPacket]:
         """Frame sets whose deadline passed (late or dead cameras); call when idle."""
