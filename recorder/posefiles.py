@@ -353,7 +353,8 @@ def match_pose_folder(folder: str | os.PathLike[str], camera_names: Sequence[str
     """Pose files of a folder -> {camera: file}, by the camera name inside the file name.
 
     Every .h5/.csv file must contain exactly one camera name (the longest wins when one name holds
-    another, e.g. cam1 and cam10) and every camera at most one file. A file that names no camera of
+    another, e.g. cam1 and cam10) and every camera at most one file (a .csv beside the .h5 of the
+    same name, as DeepLabCut's save_as_csv writes, is the same table: the .h5 is read). A file that names no camera of
     the calibration is an error (the calibration lacks that camera); a camera without a file is
     simply not used.
     """
@@ -361,6 +362,9 @@ def match_pose_folder(folder: str | os.PathLike[str], camera_names: Sequence[str
     if not folder.is_dir():
         raise PoseFileError(f"{folder}: not a folder")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in POSE_SUFFIXES)
+    # DeepLabCut's save_as_csv writes the same table twice, NAME.h5 and NAME.csv: take the .h5
+    h5_stems = {p.stem for p in files if p.suffix.lower() != ".csv"}
+    files = [p for p in files if not (p.suffix.lower() == ".csv" and p.stem in h5_stems)]
     if not files:
         raise PoseFileError(f"{folder}: no pose files (*.h5, *.csv)")
     out: dict[str, Path] = {}

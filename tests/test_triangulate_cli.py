@@ -454,6 +454,8 @@ def test_keypoint_map_and_folder_matching(rat, tmp_path):
     folder.mkdir()
     for cam, p in files.items():
         shutil.copy(p, folder / p.name)
+        if p.suffix == ".h5":  # DeepLabCut's save_as_csv: the same table as .csv beside it
+            pd.read_hdf(p).to_csv(folder / f"{p.stem}.csv")
     (tmp_path / "map.toml").write_text('[keypoints]\nnose = "snout"\ntail_base = ""\n')
     out = tmp_path / "out"
     rig_kps = ["snout"] + [k for k in names if k not in ("nose", "tail_base")]
@@ -471,6 +473,12 @@ def test_keypoint_map_and_folder_matching(rat, tmp_path):
     assert s2["coverage"]["tail_tip"] == 0.0
     pose = read_pose3d(out)
     assert np.nanmedian(np.linalg.norm(pose.raw_mm[:, 0] - truth[:, 0], axis=-1)) < 2.0  # snout = the nose
+    assert {Path(p).suffix for p in s2["inputs"]["poses"].values()} == {".h5", ".csv"}  # cam_sw is a .csv only
+    # two different tables for one camera: named, not guessed
+    shutil.copy(files["cam_ne"], folder / "cam_ne_filtered.h5")
+    with pytest.raises(TriangulateError, match=r"camera 'cam_ne' matches two files"):
+        triangulate_files(root / "calibration.toml", folder, tmp_path / "o4", TriangulateOptions(fps=FPS))
+    (folder / "cam_ne_filtered.h5").unlink()
     # a file that names no calibration camera
     shutil.copy(files["cam_ne"], folder / "cam_top_DLC.h5")
     with pytest.raises(TriangulateError, match=r"cam_top_DLC\.h5: the file name contains none of the calibration's cameras"):
