@@ -104,3 +104,18 @@ def test_ratrig_analyze_reports_the_proxies_with_the_rigs_lesion_side(tmp_path):
     summary = json.loads((out / "rat09" / "session.json").read_text())
     assert summary["dyskinesia_proxies"]["lesion_side"] == "left"
     assert (out / "rat09" / "behaviour_episodes.csv").is_file() and (out / "rat09" / "behaviour_states.csv").is_file()
+
+
+def test_offline_cli_fits_a_model_the_run_and_the_live_stage_load(tmp_path):
+    from analysis.behaviour.cli import main as behaviour_main
+    from analysis.behaviour.segment import Segmenter
+
+    t, kps, _ = synthetic_input(40.0, 12, start_s=5.0)
+    sess = write_pose_session(tmp_path / "s", t, kps)
+    model = tmp_path / "seg.npz"
+    assert behaviour_main(["fit", str(sess.path), "-o", str(model), "--n-states", "4"]) == 0
+    assert Segmenter.load(model).n_states == 4
+    assert behaviour_main(["run", str(sess.path), "--out", str(tmp_path / "o"), "--model", str(model)]) == 0
+    feats = pd.read_csv(tmp_path / "o" / "behaviour_features.csv")
+    assert len(feats) == len(t) and set(feats["state"]) <= {0, 1, 2, 3}
+    assert behaviour_main(["run", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 1

@@ -32,6 +32,8 @@ CASES = [
     ("inference.worker", QT + ["fusion", "viewer", "acquisition"]),
     ("calibration.solve", MODEL_FRAMEWORKS + QT + ["viewer", "inference"]),
     ("analysis.cli", MODEL_FRAMEWORKS + QT + ["viewer", "inference"]),
+    ("analysis.behaviour.process", MODEL_FRAMEWORKS + QT + ["viewer", "inference", "acquisition", "fusion",
+                                                              "recorder", "synthetic"]),
 ]
 
 PROBE = textwrap.dedent(
