@@ -89,6 +89,7 @@ def test_bins_are_20_minutes_with_ipsi_and_contra():
     assert (bins[bins["region"] == "orolingual"]["laterality"] == "").all()
 
 
+@pytest.mark.slow
 def test_ratrig_analyze_reports_the_proxies_with_the_rigs_lesion_side(tmp_path):
     from analysis.cli import main as analyze_main
 
@@ -106,6 +107,7 @@ def test_ratrig_analyze_reports_the_proxies_with_the_rigs_lesion_side(tmp_path):
     assert (out / "rat09" / "behaviour_episodes.csv").is_file() and (out / "rat09" / "behaviour_states.csv").is_file()
 
 
+@pytest.mark.slow
 def test_offline_cli_fits_a_model_the_run_and_the_live_stage_load(tmp_path):
     from analysis.behaviour.cli import main as behaviour_main
     from analysis.behaviour.segment import Segmenter
