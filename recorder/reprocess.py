@@ -55,8 +55,12 @@ class ReprocessError(RuntimeError):
 
 
 def infer_2d(session: Session, model: str, keypoints: Sequence[str], inference: InferenceConfig,
-             progress: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Run the model on every recorded frame. Returns camera -> (frame_index (N,), capture_ns (N,), (N, K, 3))."""
+             progress: bool = True, cameras: Sequence[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Run the model on every recorded frame of `cameras` (default: all).
+
+    Returns camera -> (frame_index (N,), capture_ns (N,), (N, K, 3)). Each camera has its own
+    DLCLive, so a camera's keypoints do not depend on which other cameras are run with it.
+    """
     import dataclasses
 
     from tqdm import tqdm
@@ -68,14 +72,15 @@ def infer_2d(session: Session, model: str, keypoints: Sequence[str], inference: 
     cfg = dataclasses.replace(inference, model=model, dynamic=False)
     try:
         info = check_model(cfg, keypoints)
-        est = build_estimator(info, cfg, list(session.cameras), batch=False)
+        cams = list(session.cameras if cameras is None else cameras)
+        est = build_estimator(info, cfg, cams, batch=False)
     except ModelError as e:
         raise ReprocessError(str(e)) from None
-    total = sum(len(session.frames(c)) for c in session.cameras)
+    total = sum(len(session.frames(c)) for c in cams)
     out = {}
     bar = tqdm(total=total, desc="2D inference", unit="frame", disable=not progress)
     try:
-        for cam in session.cameras:
+        for cam in cams:
             fi, cap, pts = [], [], []
             for row, img in session.iter_frames(cam):
                 pose = est.infer([cam], [img])[0]
@@ -89,6 +94,15 @@ def infer_2d(session: Session, model: str, keypoints: Sequence[str], inference: 
         bar.close()
         est.close()
     return out
+
+
+def model_and_inference(session: Session, model: str | None) -> tuple[str, InferenceConfig]:
+    """The model to run (`model`, else the recorded one) and the session rig's [inference] settings."""
+    model_path = model or session.model.get("path") or ""
+    if not model_path:
+        raise ReprocessError(f"{session.path}: no model recorded; pass --model PATH or --skip-inference")
+    rig = load_config(session.config_path) if session.config_path.is_file() else None
+    return model_path, (rig.inference if rig is not None else InferenceConfig())
 
 
 def recorded_2d(session: Session, result: str | None = None) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -210,7 +224,8 @@ def reprocess(session: Session, model: str | None = None, calibration: str | Non
               filter_name: str = "median", triangulation: str = "optim",
               constraints: Sequence[tuple[str, str]] = DEFAULT_CONSTRAINTS, score_threshold: float = 0.5,
               progress: bool = True, name: str | None = None, optim_kwargs: dict | None = None,
-              reuse_2d: str | None = None, init_ransac: bool = True, out: str | Path | None = None) -> Path:
+              reuse_2d: str | None = None, init_ransac: bool = True, out: str | Path | None = None,
+              inferred_2d: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None) -> Path:
     """Reprocess `session`; returns the result folder SESSION/reprocessed/<name> (or `out`).
 
     The result is written into a hidden temporary folder beside it and renamed into place at the
@@ -219,7 +234,9 @@ def reprocess(session: Session, model: str | None = None, calibration: str | Non
     `reuse_2d` names an earlier result whose 2D keypoints are used instead of running the model
     again (e.g. to try another calibration or triangulation); `init_ransac` (default) starts the
     optimiser from aniposelib's RANSAC triangulation, dropping the views RANSAC rejects; on the
-    synthetic demo session it lowered the median 3D error from 15.7 to 11.4 mm.
+    synthetic demo session it lowered the median 3D error from 15.7 to 11.4 mm. `inferred_2d`
+    (camera -> `infer_2d` output for every camera) is the model's 2D already computed, e.g. one
+    camera per process by `ratrig batch`; the model is then identified but not run.
     """
     t_start = time.monotonic()
     kps = session.keypoints
@@ -236,12 +253,13 @@ def reprocess(session: Session, model: str | None = None, calibration: str | Non
         per_cam = recorded_2d(session)
         model_info = dict(session.model, source="live 2D keypoints (not rerun)")
     else:
-        model_path = model or session.model.get("path") or ""
-        if not model_path:
-            raise ReprocessError(f"{session.path}: no model recorded; pass --model PATH or --skip-inference")
-        rig = load_config(session.config_path) if session.config_path.is_file() else None
-        inf = rig.inference if rig is not None else InferenceConfig()
-        per_cam = infer_2d(session, model_path, kps, inf, progress)
+        model_path, inf = model_and_inference(session, model)
+        if inferred_2d is not None:
+            if sorted(inferred_2d) != sorted(cams):
+                raise ReprocessError(f"{session.path}: 2D given for cameras {sorted(inferred_2d)}, expected {sorted(cams)}")
+            per_cam = dict(inferred_2d)
+        else:
+            per_cam = infer_2d(session, model_path, kps, inf, progress)
         model_info = model_identity(model_path)
     fps = max(session.fps(c) for c in cams)
     sets, fi, pts = stack_frame_sets(per_cam, cams, int(0.5e9 / fps))

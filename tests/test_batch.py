@@ -234,7 +234,8 @@ MODEL = Path(os.environ.get("RATRIG_TEST_MODEL", REPO / "inference" / "models" /
 
 @pytest.mark.skipif(not (MODEL / "pose_cfg.yaml").is_file(), reason=f"no trained model at {MODEL}")
 def test_batch_reprocess_reruns_the_model_like_the_one_session_command(tmp_path, cluster):
-    """Recorded video (FFV1) through DLCLive on the workers: the same 2D and 3D as `ratrig reprocess`."""
+    """Recorded video (FFV1) through DLCLive on the workers, one inference task per camera: the same
+    2D and 3D as `ratrig reprocess`, which runs the cameras one after the other in one process."""
     from ratrig.cli import batch
     from ratrig.config import CameraConfig, InferenceConfig, RigConfig
     from ratrig.messages import FramePacket
@@ -250,7 +251,7 @@ def test_batch_reprocess_reruns_the_model_like_the_one_session_command(tmp_path,
     rig = RigConfig(name="t", cameras=[CameraConfig(n, "synthetic") for n in CAMERA_NAMES],
                     inference=InferenceConfig(model=str(MODEL), resize=0.5))
     ss = []
-    for seed in range(2):
+    for seed in range(1):
         traj, r = simulate(0.5, 30.0, seed), Renderer(calib, seed=seed)
         w = SessionWriter(tmp_path / f"v{seed}", rig, check_codec("ffv1"),
                           calibration_path=str(tmp_path / "calibration.toml"), model_path=str(MODEL))
@@ -266,6 +267,8 @@ def test_batch_reprocess_reruns_the_model_like_the_one_session_command(tmp_path,
                        "--manifest", str(manifest), "--no-progress"]) == 0
     rec = json.loads(manifest.read_text())["sessions"][0]
     assert rec["status"] == "done" and rec["inputs"]["model"] and "cameras/cam_ne/frames.csv" in rec["inputs"]
+    assert json.loads((Path(rec["result"]) / "result.json").read_text())["inference"].startswith("rerun")
+    assert rec["inference_tasks"] == list(CAMERA_NAMES)
     for s in ss:
         assert reprocess.main([str(s), *opts, "--name", "single", "--no-progress"]) == 0
         (res,) = [r for r in _results(s) if r.name != "single"]

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_reprocess_options(r)
     r.add_argument("--out", default=None, help="results to OUT/<session folder name>/<stamp>/ instead of "
                                                 "SESSION/reprocessed/<stamp>/")
+    r.add_argument("--no-split-cameras", action="store_true",
+                   help="2D inference in the session's task (default: one inference task per camera)")
     add_batch_options(r)
     a = sub.add_parser("analyze", help="ratrig analyze on every session, then the group tables")
     a.add_argument("sessions", nargs="+", help="session folders or pose CSV files")
@@ -120,7 +122,8 @@ def plan(args: argparse.Namespace) -> tuple[list[Task | dict[str, Any]], dict[st
         out = Path(args.out) if args.out else None
         hashes: dict[str, str] = {}
         for s in args.sessions:
-            items.append(_planned(lambda s=s: plan_reprocess(s, options, out, hashes), "reprocess", s))
+            items.append(_planned(lambda s=s: plan_reprocess(s, options, out, hashes, not args.no_split_cameras),
+                                  "reprocess", s))
         return items, options
     if args.command == "triangulate":
         from recorder.triangulate import add_triangulate_options
@@ -206,8 +209,14 @@ def run_tasks(client, tasks: list[Task], progress: bool = True) -> list[dict[str
     from distributed import as_completed
     from tqdm import tqdm
 
-    futures = {client.submit(run_task, t, key=f"{t.command}-{i:05d}-{t.key[:12]}", pure=False): i
-               for i, t in enumerate(tasks)}
+    from ratrig.cli.batch_tasks import infer_camera
+
+    futures, parts = {}, {}
+    for i, t in enumerate(tasks):
+        # 2D inference split per camera: Dask runs the cameras anywhere, then the session's task
+        parts[i] = [client.submit(infer_camera, t, cam, key=f"infer-{i:05d}-{cam}-{t.key[:12]}", pure=False)
+                    for cam in t.cameras]
+        futures[client.submit(run_task, t, *parts[i], key=f"{t.command}-{i:05d}-{t.key[:12]}", pure=False)] = i
     records: list[dict[str, Any] | None] = [None] * len(tasks)
     with tqdm(total=len(tasks), desc=f"batch {tasks[0].command}" if tasks else "batch", unit="session",
               disable=not progress) as bar:
@@ -215,9 +224,11 @@ def run_tasks(client, tasks: list[Task], progress: bool = True) -> list[dict[str
             i = futures[fut]
             try:
                 records[i] = fut.result()
-            except Exception as e:  # noqa: BLE001 -- KilledWorker, a lost scheduler: report, go on
+            except Exception as e:  # noqa: BLE001 -- KilledWorker, a camera's failed inference, a lost scheduler
                 records[i] = base_record(tasks[i]) | {"status": "failed", "error": f"{type(e).__name__}: {e}"}
             fut.release()  # the record is here; a worker lost later must not make Dask redo this task
+            for part in parts.pop(i):
+                part.release()
             bar.update(1)
             if records[i]["status"] == "failed":
                 bar.write(f"FAILED {tasks[i].session}: {records[i]['error']}")

@@ -55,6 +55,8 @@ class Task:
         options: JSON-able keyword options of the one-session function (recorded, and hashed).
         inputs: input name -> sha256 (or "bytes:N" for video segments, see `reprocess_inputs`).
         key: sha256 over command, inputs and options.
+        cameras: reprocess with 2D inference split per camera: the cameras, one `infer_camera`
+            task each, whose 2D the session's task then uses (empty: no split).
     """
 
     command: str
@@ -63,6 +65,7 @@ class Task:
     options: dict[str, Any] = field(hash=False)
     inputs: dict[str, str] = field(hash=False)
     key: str = ""
+    cameras: tuple[str, ...] = ()
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -79,9 +82,10 @@ def task_key(command: str, inputs: dict[str, str], options: dict[str, Any]) -> s
     return hashlib.sha256(doc.encode()).hexdigest()
 
 
-def make_task(command: str, session: str, target: Path, options: dict[str, Any], inputs: dict[str, str]) -> Task:
+def make_task(command: str, session: str, target: Path, options: dict[str, Any], inputs: dict[str, str],
+              cameras: tuple[str, ...] = ()) -> Task:
     options = json.loads(json.dumps(options, default=str))  # tuples -> lists: recorded and hashed alike
-    return Task(command, str(session), str(target), options, inputs, task_key(command, inputs, options))
+    return Task(command, str(session), str(target), options, inputs, task_key(command, inputs, options), cameras)
 
 
 def _hash_files(root: Path, names: Iterable[str]) -> dict[str, str]:
@@ -141,13 +145,26 @@ def reprocess_inputs(session: Path, options: dict[str, Any], model_hashes: dict[
 
 
 def plan_reprocess(session: str, options: dict[str, Any], out: Path | None,
-                   model_hashes: dict[str, str]) -> Task:
-    """A reprocess task; its result goes to SESSION/reprocessed/<stamp> (or OUT/<session name>/<stamp>)."""
+                   model_hashes: dict[str, str], split_cameras: bool = True) -> Task:
+    """A reprocess task; its result goes to SESSION/reprocessed/<stamp> (or OUT/<session name>/<stamp>).
+
+    The session is opened here first, so that a session whose recorder was killed is repaired
+    once, by this process, before its files are hashed and before several workers read it.
+    With 2D inference and `split_cameras`, the task carries its cameras (one inference task each).
+    """
+    from recorder.session import SessionFormatError, open_session
+
     p = Path(session)
     if not p.is_dir():
         raise PlanError(f"{p}: no such session folder")
+    try:
+        opened = open_session(p)
+    except (SessionFormatError, KeyError) as e:
+        raise PlanError(f"{p}: {e}") from None
     target = (out / p.resolve().name) if out is not None else p / "reprocessed"
-    return make_task("reprocess", session, target, options, reprocess_inputs(p, options, model_hashes))
+    infer = not options.get("skip_inference") and not options.get("reuse_2d")
+    cameras = tuple(opened.cameras) if infer and split_cameras else ()
+    return make_task("reprocess", session, target, options, reprocess_inputs(p, options, model_hashes), cameras)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -261,13 +278,28 @@ def find_done(task: Task) -> Path | None:
 
 
 def base_record(task: Task) -> dict[str, Any]:
-    return {"command": task.command, "session": task.session, "key": task.key, "status": "pending",
-            "result": None, "error": None, "inputs": task.inputs, "options": task.options,
-            "ratrig_version": __version__}
+    rec = {"command": task.command, "session": task.session, "key": task.key, "status": "pending",
+           "result": None, "error": None, "inputs": task.inputs, "options": task.options,
+           "ratrig_version": __version__}
+    if task.cameras:
+        rec["inference_tasks"] = list(task.cameras)  # 2D inference ran as one task per camera
+    return rec
 
 
-def run_task(task: Task) -> dict[str, Any]:
+def infer_camera(task: Task, camera: str) -> tuple[str, tuple[Any, Any, Any]]:
+    """2D inference of one camera of a reprocess task (on a Dask worker) -> (camera, `infer_2d` arrays)."""
+    from recorder.reprocess import infer_2d, model_and_inference
+    from recorder.session import open_session
+
+    session = open_session(task.session)
+    model, inference = model_and_inference(session, task.options.get("model"))
+    return camera, infer_2d(session, model, session.keypoints, inference, progress=False, cameras=[camera])[camera]
+
+
+def run_task(task: Task, *inferred_2d: tuple[str, tuple[Any, Any, Any]]) -> dict[str, Any]:
     """Run one task (on a Dask worker). Never raises: returns the manifest record.
+
+    `inferred_2d`: the `infer_camera` results of every camera of a split reprocess task.
 
     Record keys: command, session, key, status (done | skipped | failed), result (folder), error,
     inputs, options, ratrig_version, host, pid, started_wall, elapsed_s, cpu_s; analyze adds `line`.
@@ -280,7 +312,7 @@ def run_task(task: Task) -> dict[str, Any]:
         if done is not None:
             rec.update(status="skipped", result=str(done))
         elif task.command == "reprocess":
-            rec.update(_reprocess(task, rec, t0))
+            rec.update(_reprocess(task, rec, t0, dict(inferred_2d) if inferred_2d else None))
         elif task.command == "analyze":
             rec.update(_analyze(task, rec, t0))
         elif task.command == "triangulate":
@@ -295,7 +327,7 @@ def run_task(task: Task) -> dict[str, Any]:
     return rec
 
 
-def _reprocess(task: Task, rec: dict[str, Any], t0: float) -> dict[str, Any]:
+def _reprocess(task: Task, rec: dict[str, Any], t0: float, inferred_2d: dict | None) -> dict[str, Any]:
     from recorder.reprocess import reprocess
     from recorder.session import open_session
 
@@ -307,7 +339,7 @@ def _reprocess(task: Task, rec: dict[str, Any], t0: float) -> dict[str, Any]:
     stage.mkdir(parents=True)
     try:
         name = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S_%fZ")
-        made = reprocess(session, progress=False, name=name, out=stage / name, **opts)
+        made = reprocess(session, progress=False, name=name, out=stage / name, inferred_2d=inferred_2d, **opts)
         done = dict(rec, status="done", result=str(target / name), elapsed_s=round(time.monotonic() - t0, 3))
         atomic_write_text(made / BATCH_FILE, json.dumps(done, indent=2, default=str))
         os.rename(made, target / name)
