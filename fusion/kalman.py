@@ -396,22 +396,43 @@ class KalmanFilter3D:
             raise ValueError(
                 f"reprojection_error_px, score and n_views: expected shape ({k},), got {err.shape}, {sc.shape}, {nv.shape}"
             )
+        t_s, dt = self.advance_clock(t_ns)
+        out = self.new_output()
+        kalman_step_kernel(
+            *self.kernel_state(), t_s, dt, z, err, sc, nv, self._accel_var, *self._params, self._tau,
+            float(predict_ahead_s), *out, self.gated_total,
+        )
+        return self.finish(*out)
+
+    # -- for kernels that run a step inside a larger compiled call (fusion.process) ----------------
+
+    def advance_clock(self, t_ns: int) -> tuple[float, float]:
+        """Start a step at t_ns -> (t_s since the first step, dt since the previous one), seconds.
+        The clock bookkeeping of `step`; `predict_position(t_ns)` before it uses the same dt."""
         if self._t0_ns is None:
             self._t0_ns = int(t_ns)
         dt = 0.0 if self._last_t_ns is None else max(0.0, (int(t_ns) - self._last_t_ns) * 1e-9)
         if self._last_t_ns is None or t_ns > self._last_t_ns:
             self._last_t_ns = int(t_ns)
-        t_s = (int(t_ns) - self._t0_ns) * 1e-9
-        filtered = np.empty((k, 3))
-        predicted = np.empty((k, 3))
-        var = np.empty((k, 3))
-        vel = np.empty((k, 3))
-        status = np.empty(k, np.int8)
-        kalman_step_kernel(
-            self._pos, self._vel, self._cov, self._active, self._last_update_s, self._rejections,
-            self._cand, self._cand_t_s, t_s, dt, z, err, sc, nv, self._accel_var, *self._params, self._tau,
-            float(predict_ahead_s), filtered, predicted, var, vel, status, self.gated_total,
-        )
+        return (int(t_ns) - self._t0_ns) * 1e-9, dt
+
+    def kernel_state(self) -> tuple[np.ndarray, ...]:
+        """The state arrays, in `kalman_step_kernel`'s order (pos ... cand_t_s); updated in place."""
+        return (self._pos, self._vel, self._cov, self._active, self._last_update_s, self._rejections,
+                self._cand, self._cand_t_s)
+
+    def kernel_model(self) -> tuple[np.ndarray, tuple[float | int, ...], np.ndarray]:
+        """(accel_var (K,), the scalar options in kernel order, tau (K,)): the motion and noise model."""
+        return self._accel_var, self._params, self._tau
+
+    def new_output(self) -> tuple[np.ndarray, ...]:
+        """Fresh (filtered, predicted, variance, velocity (K, 3) each, status (K,) int8) for one step."""
+        k = self.n_keypoints
+        return np.empty((k, 3)), np.empty((k, 3)), np.empty((k, 3)), np.empty((k, 3)), np.empty(k, np.int8)
+
+    def finish(self, filtered: np.ndarray, predicted: np.ndarray, var: np.ndarray, vel: np.ndarray,
+               status: np.ndarray) -> KalmanOutput:
+        """A step's kernel outputs -> KalmanOutput (vague estimates reported as NaN, see the options)."""
         if self._report_max_var is not None:
             vague = ~(var.max(axis=1) <= self._report_max_var)
             filtered[vague] = np.nan

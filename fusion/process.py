@@ -34,11 +34,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from fusion.floor import floor_points
-from fusion.kalman import KalmanFilter3D, KalmanOptions
+from fusion.kalman import KalmanFilter3D, KalmanOptions, kalman_step_kernel, predict_kernel
 from fusion.sync import FrameSet, FrameSynchronizer, SyncOptions
-from fusion.triangulate import RigGeometry, TriangulationOptions, triangulate, triangulate_tracked
+from fusion.triangulate import (
+    RigGeometry,
+    TriangulationOptions,
+    TriangulationResult,
+    triangulate,
+    triangulate_kernel,
+)
 from ratrig.camera import Calibration
 from ratrig.clock import now_ns
 from ratrig.messages import Keypoints2DPacket, Pose3DPacket, StatsPacket
@@ -46,6 +53,31 @@ from ratrig.messages import Keypoints2DPacket, Pose3DPacket, StatsPacket
 log = logging.getLogger("fusion")
 
 PROCESS_NAME = "fusion"
+
+
+@njit(cache=True, error_model="numpy")
+def fuse_kernel(
+    kmat, kinv, dist, ext, points_px, likelihood, min_likelihood, weighted, outlier_px, max_error_px, exhaustive_max,
+    greedy_k, prior_ambiguity_mm, max_iter, tol, pos, vel, cov, active, last_update_s, rejections, cand, cand_t_s,
+    t_s, dt, accel_var, meas_var0, mm_per_px, min_score, init_vel_var, gate2, reinit_after, max_coast_s, max_speed,
+    two_view_factor, tau, lead_s, gated_total, prior, raw_xyz, raw_err, raw_n, raw_score, raw_used, meas_xyz,
+    meas_err, meas_n, meas_score, meas_used, filtered, predicted, var, velo, status,
+):  # pragma: no cover - compiled
+    """One frame set in one compiled call: the filter's prediction (the prior), `triangulate_kernel`
+    (raw and prior-tracked), `kalman_step_kernel` on the tracked measurement. The same kernels as
+    `KalmanFilter3D.predict_position`, `triangulate_tracked` and `KalmanFilter3D.step`, without
+    three round trips through Python (see their docstrings for the arguments)."""
+    predict_kernel(pos, vel, cov, active, accel_var, tau, dt, prior_ambiguity_mm * prior_ambiguity_mm, prior)
+    triangulate_kernel(
+        kmat, kinv, dist, ext, points_px, likelihood, min_likelihood, weighted, outlier_px, max_error_px,
+        exhaustive_max, greedy_k, prior, prior_ambiguity_mm, max_iter, tol, raw_xyz, raw_err, raw_n, raw_score,
+        raw_used, meas_xyz, meas_err, meas_n, meas_score, meas_used,
+    )
+    kalman_step_kernel(
+        pos, vel, cov, active, last_update_s, rejections, cand, cand_t_s, t_s, dt, meas_xyz, meas_err, meas_score,
+        meas_n, accel_var, meas_var0, mm_per_px, min_score, init_vel_var, gate2, reinit_after, max_coast_s,
+        max_speed, two_view_factor, tau, lead_s, filtered, predicted, var, velo, status, gated_total,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +129,10 @@ class FusionPipeline:
         motion = [options.keypoint_motion.get(n) for n in self.keypoint_names]
         self._floor_idx = np.array([i for i, n in enumerate(self.keypoint_names) if n in options.floor_keypoints], np.int64)
         self.kalman = KalmanFilter3D(len(self.keypoint_names), options.kalman, motion)
+        t = options.triangulation
+        self._tri_args = (float(t.min_likelihood), bool(t.weighted), float(t.outlier_threshold_px),
+                          float(t.max_reprojection_error_px), int(t.exhaustive_max_views), int(t.greedy_candidates),
+                          float(t.prior_ambiguity_mm), int(t.undistort_max_iter), float(t.undistort_tol))
         self._cam_index = {c: i for i, c in enumerate(self.rig.camera_names)}
         self._kp_maps: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
         self._latency_ms: deque[float] = deque(maxlen=options.latency_window)
@@ -119,6 +155,22 @@ class FusionPipeline:
             return self.poll(arrival_ns)
         sets = self.sync.add(packet.camera, packet.capture_ns, packet, arrival_ns)
         return [self._fuse(fs) for fs in sets] if sets else []
+
+    def warm_up(self) -> None:
+        """Load (or compile) the compiled kernels now, on scratch copies of the state: the first frame
+        set must not wait for them."""
+        kf = self.kalman
+        n_cams, n_kp = self.rig.n_cameras, len(self.keypoint_names)
+        pts = np.full((n_cams, n_kp, 2), np.nan)
+        like = np.full((n_cams, n_kp), np.nan)
+        state = tuple(a.copy() for a in kf.kernel_state())
+        accel_var, params, tau = kf.kernel_model()
+        outs = [np.empty((n_kp, 3)), np.empty(n_kp), np.empty(n_kp, np.int64), np.empty(n_kp),
+                np.empty((n_cams, n_kp), np.bool_)] * 2
+        fuse_kernel(self.rig.matrix, self.rig.matrix_inv, self.rig.dist, self.rig.extrinsic, pts, like,
+                    *self._tri_args, *state, 0.0, 0.0, accel_var, *params, tau, 0.0, kf.gated_total.copy(),
+                    np.empty((n_kp, 3)), *outs, *kf.new_output())
+        triangulate(self.rig, pts, like, self.options.triangulation)  # replay and tools call it directly
 
     def poll(self, now: int) -> list[Pose3DPacket]:
         """Frame sets whose deadline passed (late or dead cameras); call when idle."""
@@ -168,27 +220,38 @@ class FusionPipeline:
     def _fuse(self, fs: FrameSet) -> Pose3DPacket:
         t_start = now_ns()
         pts, like = self.frame_set_arrays(fs)
-        # one pass gives both: raw_mm is a function of this frame set alone (replay reproduces it
-        # whichever moments the live run skipped); the filter's measurement may differ where the
-        # outlier rejection had two equally good camera subsets (a left/right swap): there the one
-        # continuing the track wins. A prediction vaguer than the separation that counts as a swap
-        # cannot tell the two apart.
-        prior = self.kalman.predict_position(fs.capture_ns, self.options.triangulation.prior_ambiguity_mm)
-        if np.isnan(prior[:, 0]).all():
-            prior = None
-        tri, meas = triangulate_tracked(self.rig, pts, like, self.options.triangulation, prior)
-        t_tri = now_ns()
+        # one compiled call: the filter's prediction, then the triangulation twice in one pass --
+        # raw_mm is a function of this frame set alone (replay reproduces it whichever moments the
+        # live run skipped); the filter's measurement may differ where the outlier rejection had two
+        # equally good camera subsets (a left/right swap): there the one continuing the track wins (a
+        # prediction vaguer than the separation that counts as a swap cannot tell them apart) --
+        # then the filter step on that measurement
+        rig, kf = self.rig, self.kalman
+        n_cams, n_kp = pts.shape[:2]
+        pts = np.ascontiguousarray(pts)
+        like = np.ascontiguousarray(like)
         ahead_s = self.predict_ahead_s()
-        kf = self.kalman.step(
-            fs.capture_ns, meas.points_mm, meas.reprojection_error_px, meas.score, ahead_s, meas.n_cameras
-        )
+        t_s, dt = kf.advance_clock(fs.capture_ns)
+        accel_var, params, tau = kf.kernel_model()
+        prior = np.empty((n_kp, 3))
+        raw = (np.empty((n_kp, 3)), np.empty(n_kp), np.empty(n_kp, np.int64), np.empty(n_kp),
+               np.empty((n_cams, n_kp), np.bool_))
+        meas = (np.empty((n_kp, 3)), np.empty(n_kp), np.empty(n_kp, np.int64), np.empty(n_kp),
+                np.empty((n_cams, n_kp), np.bool_))
+        out = kf.new_output()
+        fuse_kernel(rig.matrix, rig.matrix_inv, rig.dist, rig.extrinsic, pts, like, *self._tri_args,
+                    *kf.kernel_state(), t_s, dt, accel_var, *params, tau, ahead_s, kf.gated_total, prior,
+                    *raw, *meas, *out)
+        tri = TriangulationResult(*raw)
+        kf_out = kf.finish(*out)
+        t_tri = now_ns()  # triangulation and filter are one call now: both stamps at its end
         floor = None
         if self._floor_idx.size:
             floor = np.full((len(self.keypoint_names), 3), np.nan)
             idx = self._floor_idx
             usable = np.isfinite(like[:, idx]) & (like[:, idx] >= self.options.triangulation.min_likelihood)
             floor[idx] = floor_points(self.rig, pts[:, idx], usable, self.options.floor_height_mm)
-        t_filt = now_ns()
+        t_filt = now_ns() if floor is not None else t_tri
         views = fs.views
         stamps: dict[str, int] = {}
         first_in = last_in = None
@@ -215,7 +278,7 @@ class FusionPipeline:
             keypoint_names=self.keypoint_names,
             cameras=names if len(views) == len(names) else tuple(c for c in names if c in views),
             raw_mm=tri.points_mm,
-            filtered_mm=kf.predicted_mm if ahead_s > 0 else kf.filtered_mm,
+            filtered_mm=kf_out.predicted_mm if ahead_s > 0 else kf_out.filtered_mm,
             reprojection_error_px=tri.reprojection_error_px,
             n_cameras=n_cameras,
             score=tri.score,
@@ -363,9 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         counters = ReceiveCounters()
         log.info("subscribed to %s, publishing on %s, cameras %s", connects, bind, list(calibration.names))
         # warm the numba kernels (loaded from cache, or compiled once) before data flows
-        pipeline.kalman.step(0, np.full((len(rig.keypoints), 3), np.nan))
-        pipeline.kalman.reset()
-        triangulate(pipeline.rig, np.full((pipeline.rig.n_cameras, 1, 2), np.nan))
+        pipeline.warm_up()
 
         published = 0
         other = 0
