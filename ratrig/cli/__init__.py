@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("recorder.export", "export a session to Anipose, DeepLabCut or NWB"),
     "triangulate": ("recorder.triangulate", "3D poses from DeepLabCut/SLEAP 2D files and a calibration (no cameras)"),
     "analyze": ("analysis.cli", "gait, corridor, cylinder and rotation reports from sessions"),
-    "batch": ("ratrig.cli.batch", "reprocess or analyze many sessions on Dask (local workers or a cluster)"),
+    "batch": ("ratrig.cli.batch", "reprocess, analyze or triangulate many sessions on Dask (local or cluster)"),
     "doctor": ("ratrig.doctor", "check the installation (one OpenCV, numpy<2, imports)"),
     "keys": ("ratrig.cli.keys", "make CurveZMQ key pairs for authenticated multi-host sessions"),
 }
