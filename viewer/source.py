@@ -33,6 +33,7 @@ import zmq
 
 from ratrig.config import ConfigError, Endpoints, RigConfig, config_from_dict
 from ratrig.messages import FramePacket, Packet
+from ratrig.security import client_socket, keys_from_env
 from ratrig.transport import ReceiveCounters, make_sub, recv_packet
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ def fetch_directory(ctx: zmq.Context, endpoint: str, timeout_s: float = 5.0) -> 
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while True:
-        req = ctx.socket(zmq.REQ)
+        req = client_socket(ctx, zmq.REQ, keys_from_env())  # CurveZMQ when the session has keys
         req.setsockopt(zmq.LINGER, 0)
         try:
             req.connect(endpoint)

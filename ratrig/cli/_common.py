@@ -25,6 +25,9 @@ def add_session_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", default=None, metavar="PATH", help="override calibration.file")
     p.add_argument("--fps", type=float, default=None, help="override every camera's fps")
     p.add_argument("--base-port", type=int, default=None, help="override network.base_port")
+    p.add_argument("--role", choices=["all", "cameras", "processing"], default="all",
+                   help="run every stage here (default), only the cameras, or every stage but the cameras "
+                        "(a rig on several hosts: README 'Several hosts')")
     p.add_argument("--kill-camera", default=None, metavar="NAME@S",
                    help="fault injection: camera NAME dies S seconds into the session (synthetic rig)")
     p.add_argument("-v", "--verbose", action="store_true")

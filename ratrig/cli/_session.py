@@ -28,6 +28,7 @@ from ratrig.camera import CalibrationError, load_calibration
 from ratrig.clock import now_ns
 from ratrig.config import ConfigError, Endpoints, RigConfig, config_to_dict, replace_section, save_config
 from ratrig.messages import StatsPacket
+from ratrig.security import CURVE_ENV, KeyFileError, curve_env, keys_from_env, server_socket
 from ratrig.summary import build_summary
 from ratrig.supervisor import ProcessSpec, Supervisor
 from ratrig.tomlio import atomic_write_text
@@ -54,6 +55,9 @@ class SessionOptions:
     record_calibration_dir: str | None = None
     run_dir: str | None = None
     synthetic_truth: bool = False  # evaluate against the synthetic rig's ground truth
+    # which stages run on this host: "all", "cameras" (the camera host of a multi-host rig) or
+    # "processing" (every stage but the cameras; README "Several hosts")
+    role: str = "all"
     started_wall_s: float | None = None  # names the session folder; set by run_session
 
 
@@ -86,7 +90,20 @@ def prepare(rig: RigConfig, run_dir: Path) -> tuple[RigConfig, dict[str, Any]]:
     if rig.inference.model:
         facts["model"] = check_model(rig)
     check_events(rig)
+    if rig.network.curve:
+        try:
+            keys_from_env(network_env(rig))
+        except KeyFileError as e:
+            raise SessionError(f"{rig.path or 'config'}: {e}") from None
+        facts["authentication"] = "curve"
     return rig, facts
+
+
+def network_env(rig: RigConfig) -> dict[str, str]:
+    """The environment that gives every process of the session the rig's CurveZMQ keys ({} if none)."""
+    net = rig.network
+    return curve_env(server_secret=net.server_secret_key, server_public=net.server_public_key,
+                     client_secret=net.client_secret_key, allowed_clients=net.allowed_client_keys)
 
 
 def check_events(rig: RigConfig) -> None:
@@ -138,6 +155,11 @@ def plan(rig: RigConfig, config_path: Path, opts: SessionOptions) -> tuple[list[
     """(consumers, cameras) process specs for the stages that exist and are enabled."""
     cfg = ("--config", str(config_path))
     consumers: list[ProcessSpec] = []
+    if opts.role not in ("all", "cameras", "processing"):
+        raise SessionError(f"role {opts.role!r}: expected 'all', 'cameras' or 'processing'")
+    if opts.role == "cameras":
+        return [], [ProcessSpec(f"camera/{c.name}", "acquisition.capture", cfg + ("--camera", c.name), restart=True)
+                    for c in rig.cameras]
     if opts.record_dir:
         if not stage_available("recorder.process"):
             raise SessionError("--record needs the recorder stage, which is not installed")
@@ -167,7 +189,7 @@ def plan(rig: RigConfig, config_path: Path, opts: SessionOptions) -> tuple[list[
         consumers.append(ProcessSpec("viewer", "viewer.app", cfg + ("--connect", Endpoints(rig).connect("directory"))))
     cameras = [ProcessSpec(f"camera/{c.name}", "acquisition.capture", cfg + ("--camera", c.name), restart=True)
                for c in rig.cameras]
-    return consumers, cameras
+    return consumers, ([] if opts.role == "processing" else cameras)
 
 
 class StatsCollector:
@@ -214,7 +236,7 @@ class Directory:
     """Answers b"directory" requests with every endpoint of the session (for `ratrig view --connect`)."""
 
     def __init__(self, ctx: zmq.Context, rig: RigConfig, config_path: Path) -> None:
-        self.sock = ctx.socket(zmq.REP)
+        self.sock = server_socket(ctx, zmq.REP, keys_from_env())
         self.sock.setsockopt(zmq.LINGER, 0)
         endpoint = Endpoints(rig).bind("directory")
         try:
@@ -241,6 +263,13 @@ class Directory:
         self.sock.close(0)
 
 
+def _restore_env(saved: str | None) -> None:
+    if saved is None:
+        os.environ.pop(CURVE_ENV, None)
+    else:
+        os.environ[CURVE_ENV] = saved
+
+
 def run_session(rig: RigConfig, opts: SessionOptions) -> dict[str, Any]:
     """Run the rig until opts.duration_s (or Ctrl-C) and return the summary (also written to JSON)."""
     run_dir = Path(opts.run_dir or tempfile.mkdtemp(prefix="ratrig-run-"))
@@ -256,13 +285,19 @@ def run_session(rig: RigConfig, opts: SessionOptions) -> dict[str, Any]:
     log.info("session %s: logs in %s; stages: %s", rig.name, run_dir,
              ", ".join(s.name for s in consumers + cameras))
 
+    # every socket of this process and of its children takes the rig's keys from the environment
+    saved_env = os.environ.get(CURVE_ENV)
+    os.environ.pop(CURVE_ENV, None)
+    os.environ.update(network_env(rig))
     ctx = zmq.Context()
     try:
-        directory = Directory(ctx, rig, config_path)
+        directory = Directory(ctx, rig, config_path) if opts.role != "cameras" else None
     except SessionError:
         ctx.term()
+        _restore_env(saved_env)
         raise
     sup = Supervisor(run_dir / "logs")
+    serve = directory.serve if directory is not None else (lambda: None)
     collector = StatsCollector(ctx, rig)
     interrupted = False
     t0_ns = None
@@ -274,7 +309,7 @@ def run_session(rig: RigConfig, opts: SessionOptions) -> dict[str, Any]:
         waiting = [s.name for s in consumers if s.name not in ("viewer", "calibration-recorder")]
         while waiting and time.monotonic() < deadline:
             collector.pump(100)
-            directory.serve()
+            serve()
             events += sup.poll()
             for name in list(waiting):
                 if collector.ready(name) or sup.procs[name].state in ("failed", "exited"):
@@ -294,7 +329,7 @@ def run_session(rig: RigConfig, opts: SessionOptions) -> dict[str, Any]:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while waiting and time.monotonic() < deadline:
             collector.pump(100)
-            directory.serve()
+            serve()
             events += sup.poll()
             waiting = [n for n in waiting if not collector.ready(n) and sup.procs[n].state not in ("failed", "exited")]
         if waiting:
@@ -304,7 +339,7 @@ def run_session(rig: RigConfig, opts: SessionOptions) -> dict[str, Any]:
         end = None if opts.duration_s is None else t0_ns + int(opts.duration_s * 1e9)
         while end is None or now_ns() < end:
             collector.pump(50)
-            directory.serve()
+            serve()
             for line in sup.poll():
                 log.warning("%s", line)
                 events.append(line)
@@ -318,7 +353,7 @@ def run_session(rig: RigConfig, opts: SessionOptions) -> dict[str, Any]:
         drain_until = time.monotonic() + 1.5
         while time.monotonic() < drain_until:
             collector.pump(50)
-            directory.serve()
+            serve()
         # everything but the recorder, then the recorder, which writes what it still holds
         sup.stop([n for n in sup.procs if n != "recorder"], timeout_s=10.0)
         if "recorder" in sup.procs:
@@ -329,8 +364,10 @@ def run_session(rig: RigConfig, opts: SessionOptions) -> dict[str, Any]:
         report = sup.report()
         sup.close()
         collector.close()
-        directory.close()
+        if directory is not None:
+            directory.close()
         ctx.term()
+        _restore_env(saved_env)
     duration_s = 0.0 if t0_ns is None else max(0.0, (stopped_ns - t0_ns) / 1e9)
     summary = build_summary(rig, collector.merged(), report, duration_s=duration_s,
                             config_path=rig.path or str(config_path), events=events, facts=facts)

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     opts = SessionOptions(duration_s=args.duration, headless=not viewer_possible(args.headless), json_path=args.json,
                           record_dir=args.record, record_calibration_dir=args.record_calibration,
-                          run_dir=args.run_dir, synthetic_truth=True)
+                          run_dir=args.run_dir, role=args.role, synthetic_truth=True)
     try:
         summary = run_session(rig, opts)
     except (SessionError, ValueError) as e:

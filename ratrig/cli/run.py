@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     synthetic = all(c.source_kind == "synthetic" for c in rig.cameras)
     opts = SessionOptions(duration_s=args.duration, headless=not viewer_possible(args.headless), json_path=args.json,
                           record_dir=args.record, record_calibration_dir=args.record_calibration,
-                          run_dir=args.run_dir, synthetic_truth=synthetic)
+                          run_dir=args.run_dir, role=args.role, synthetic_truth=synthetic)
     try:
         summary = run_session(rig, opts)
     except (SessionError, ValueError) as e:
