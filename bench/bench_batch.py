@@ -16,7 +16,11 @@ Batch times include starting the LocalCluster. Every result is checked to exist 
 the batch results are checked equal to the loop's, table by table.
 The machine is shared: absolute times are noisy; compare the ratios of one run.
 
+With --inference FRAMES the sessions hold recorded video instead and the work is 2D inference with
+the synthetic model (DLCLive + TensorFlow; the batch runs one task per camera) and DLT.
+
 Usage: nice -n 10 python bench/bench_batch.py [--sessions 6] [--duration 1.0] [--triangulation ransac]
+       nice -n 10 python bench/bench_batch.py --sessions 4 --inference 10
 """
 from __future__ import annotations
 
@@ -44,6 +48,35 @@ def make_sessions(root: Path, n: int, duration_s: float) -> list[Path]:
             for i in range(n)]
 
 
+def make_video_sessions(root: Path, n: int, frames: int) -> list[Path]:
+    """Sessions with recorded FFV1 video of the synthetic rat (4 cameras) and the synthetic model."""
+    from ratrig.config import CameraConfig, InferenceConfig, RigConfig
+    from ratrig.messages import FramePacket
+    from recorder.video import check_codec
+    from recorder.writer import SessionWriter
+    from synthetic.rat import simulate
+    from synthetic.render import Renderer
+    from synthetic.rig import CAMERA_NAMES, default_rig
+
+    model = REPO / "inference" / "models" / "synthrat"
+    calib = default_rig()
+    calib.save(root / "calibration.toml")
+    rig = RigConfig(name="bench", cameras=[CameraConfig(c, "synthetic") for c in CAMERA_NAMES],
+                    inference=InferenceConfig(model=str(model), resize=0.5))
+    out = []
+    for i in range(n):
+        traj, r = simulate(frames / 30.0 + 0.2, 30.0, 100 + i), Renderer(calib, seed=100 + i)
+        w = SessionWriter(root / f"session_{i:03d}", rig, check_codec("ffv1"),
+                          calibration_path=str(root / "calibration.toml"), model_path=str(model))
+        for f in range(frames):
+            for c, cam in enumerate(CAMERA_NAMES):
+                img = r.render(c, traj.keypoints_mm[f], traj.extra_mm[f], float(traj.times_s[f]))
+                w.submit_frame(FramePacket(cam, f, 10**10 + f * 33_333_333, img))
+        w.close()
+        out.append(root / f"session_{i:03d}")
+    return out
+
+
 def timed(cmd: list[str]) -> tuple[float, float]:
     """Run `cmd`; returns (wall s, CPU s of it and its reaped descendants: the cluster's workers)."""
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -65,13 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", type=int, default=6)
     ap.add_argument("--duration", type=float, default=1.0, help="seconds per session (30 fps)")
     ap.add_argument("--triangulation", default="ransac", choices=["dlt", "ransac", "optim"])
+    ap.add_argument("--inference", type=int, default=0, metavar="FRAMES",
+                    help="instead: sessions of FRAMES recorded video frames per camera, 2D rerun with the "
+                         "synthetic model (DLCLive, TensorFlow) and --triangulation dlt")
     args = ap.parse_args(argv)
     py = sys.executable
     opts = ["--skip-inference", "--triangulation", args.triangulation, "--filter", "median"]
+    if args.inference:
+        opts = ["--triangulation", "dlt", "--filter", "none"]
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
-        sessions = make_sessions(root, args.sessions, args.duration)
+        sessions = (make_video_sessions(root, args.sessions, args.inference) if args.inference
+                    else make_sessions(root, args.sessions, args.duration))
         ss = [str(s) for s in sessions]
         rows: list[tuple[str, tuple[float, float]]] = []
         rows.append(("loop: ratrig reprocess per session",
@@ -89,10 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         for w in (1, 2):  # same numbers as the loop, table by table
             for s in sessions:
                 (res,) = [p for p in (root / f"batch{w}" / s.name).iterdir() if not p.name.startswith(".")]
-                for t in ["pose3d.csv"] + [f"pose2d-filtered/{c}" for c in os.listdir(res / "pose2d-filtered")]:
+                tables = [f"{d}/{c}" for d in ("pose2d", "pose2d-filtered") for c in os.listdir(res / d)]
+                for t in ["pose3d.csv"] + tables:
                     assert filecmp.cmp(res / t, s / "reprocessed" / "loop" / t, shallow=False), (res, t)
-    print(f"{args.sessions} sessions x {args.duration:g} s (4 cameras, 30 fps, 8 keypoints), "
-          f"reprocess --skip-inference --triangulation {args.triangulation}; {os.cpu_count()} CPU cores, "
+    work = (f"{args.sessions} sessions x {args.inference} frames x 4 cameras of FFV1 video, reprocess with the "
+            "synthetic model (2D inference) --triangulation dlt" if args.inference else
+            f"{args.sessions} sessions x {args.duration:g} s (4 cameras, 30 fps, 8 keypoints), "
+            f"reprocess --skip-inference --triangulation {args.triangulation}")
+    print(f"{work}; {os.cpu_count()} CPU cores, "
           f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other users' work shares the cores)")
     print(f"{'':40}{'total s':>9}{'s/session':>11}{'sessions/h':>12}{'vs loop':>9}{'CPU s':>8}{'cores used':>12}")
     base = rows[0][1][0]
