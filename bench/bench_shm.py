@@ -1,6 +1,7 @@
 """Frames on one host: shared-memory rings against today's ZeroMQ wire, with real processes.
 
-    nice -n 10 python bench/bench_shm.py [--seconds 5] [--configs 4x120,8x60] [--slots 16] [--json OUT]
+    nice -n 10 python bench/bench_shm.py [--seconds 5] [--configs 4x120,8x60] [--slots 16] [--repeats 3]
+                                         [--json OUT]
 
 Per configuration (cameras x fps, 640x480x3 frames) and per transport, C camera processes publish
 paced frames and one consumer process (an inference worker's place) takes every frame of every
@@ -13,9 +14,10 @@ camera and touches its pixels:
 Each camera reuses four pre-rendered frames (no rendering cost on either side). Printed per
 transport: CPU time per frame of the camera processes and of the consumer (process CPU time over
 the frames they handled), capture -> usable-in-consumer latency p50/p99, and frames lost (sent but
-never usable: dropped by a queue, or lapped in the ring). Both transports run in one command, one
-after the other, on the same machine: the ratios between them are the figures to read (the
-absolute ones move with the machine's load).
+never usable: dropped by a queue, or lapped in the ring). Both transports run in one command,
+alternating (`--repeats` runs each, medians reported, frames lost summed), on the same machine: the
+ratios between them are the figures to read (the absolute ones, p99 above all, move with the
+machine's load).
 """
 from __future__ import annotations
 
@@ -178,11 +180,25 @@ def run(mode: str, n_cams: int, fps: float, seconds: float, slots: int) -> dict:
     }
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """Per figure, the median over repeated runs (frames lost: the total)."""
+    med = lambda key: float(np.median([r[key] for r in runs]))  # noqa: E731
+    return {
+        "frames": sum(r["frames"] for r in runs), "lost": sum(r["lost"] for r in runs),
+        "lapped": sum(r["lapped"] for r in runs), "malformed": sum(r["malformed"] for r in runs),
+        "camera_cpu_us_per_frame": med("camera_cpu_us_per_frame"),
+        "consumer_cpu_us_per_frame": med("consumer_cpu_us_per_frame"),
+        "latency_ms": {q: float(np.median([r["latency_ms"][q] for r in runs])) for q in ("p50", "p99")},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--configs", default="4x120,8x60", help="CAMERASxFPS,... (default 4x120,8x60)")
     ap.add_argument("--slots", type=int, default=16, help="ring slots per camera (default 16)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="runs per transport, interleaved; figures are medians over them (default 3)")
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args(argv)
     print(f"{os.cpu_count()} CPUs, 640x480x3 frames, {args.seconds:g} s per run, ring of {args.slots} slots")
@@ -190,15 +206,23 @@ def main(argv: list[str] | None = None) -> int:
     for cfg in args.configs.split(","):
         n_cams, fps = cfg.lower().split("x")
         n_cams, fps = int(n_cams), float(fps)
-        res = {mode: run(mode, n_cams, fps, args.seconds, args.slots) for mode in ("wire", "shm")}
-        out[cfg] = res
-        print(f"\n{n_cams} cameras x {fps:g} fps ({n_cams * fps:g} frames/s):")
+        runs: dict[str, list[dict]] = {"wire": [], "shm": []}
+        for _ in range(args.repeats):  # interleaved, so both transports see the same spells of load
+            for mode in runs:
+                runs[mode].append(run(mode, n_cams, fps, args.seconds, args.slots))
+        res = {mode: _median_run(rs) for mode, rs in runs.items()}
+        out[cfg] = {"median": res, "runs": runs}
+        print(f"\n{n_cams} cameras x {fps:g} fps ({n_cams * fps:g} frames/s), "
+              f"{'median of ' + str(args.repeats) + ' runs each' if args.repeats > 1 else 'one run each'}:")
         print(f"  {'':<5} {'camera CPU/frame':>17} {'consumer CPU/frame':>19} {'latency p50':>12} {'p99':>9} "
               f"{'lost':>6} {'of':>6}")
         for mode, r in res.items():
             lat = r["latency_ms"]
             print(f"  {mode:<5} {r['camera_cpu_us_per_frame']:14.0f} us {r['consumer_cpu_us_per_frame']:16.0f} us "
                   f"{lat['p50']:9.2f} ms {lat['p99']:6.2f} ms {r['lost']:6d} {r['frames']:6d}")
+            if args.repeats > 1:
+                print(f"  {'':<5} p99 per run: " + ", ".join(f"{x['latency_ms']['p99']:.2f}" for x in runs[mode])
+                      + f" ms; lost per run: {[x['lost'] for x in runs[mode]]}")
         w, s = res["wire"], res["shm"]
         print(f"  shm / wire: camera CPU {s['camera_cpu_us_per_frame'] / w['camera_cpu_us_per_frame']:.2f}x, consumer "
               f"CPU {s['consumer_cpu_us_per_frame'] / w['consumer_cpu_us_per_frame']:.2f}x, p99 latency "
