@@ -286,33 +286,42 @@ def base_record(task: Task) -> dict[str, Any]:
     return rec
 
 
-def infer_camera(task: Task, camera: str) -> tuple[str, tuple[Any, Any, Any]]:
-    """2D inference of one camera of a reprocess task (on a Dask worker) -> (camera, `infer_2d` arrays)."""
+def infer_camera(task: Task, camera: str) -> tuple[str, tuple[Any, Any, Any], float]:
+    """2D inference of one camera of a reprocess task (on a Dask worker).
+
+    Returns (camera, its `infer_2d` arrays, seconds it took).
+    """
     from recorder.reprocess import infer_2d, model_and_inference
     from recorder.session import open_session
 
+    t0 = time.monotonic()
     session = open_session(task.session)
     model, inference = model_and_inference(session, task.options.get("model"))
-    return camera, infer_2d(session, model, session.keypoints, inference, progress=False, cameras=[camera])[camera]
+    arrays = infer_2d(session, model, session.keypoints, inference, progress=False, cameras=[camera])[camera]
+    return camera, arrays, time.monotonic() - t0
 
 
-def run_task(task: Task, *inferred_2d: tuple[str, tuple[Any, Any, Any]]) -> dict[str, Any]:
+def run_task(task: Task, *inferred_2d: tuple[str, tuple[Any, Any, Any], float]) -> dict[str, Any]:
     """Run one task (on a Dask worker). Never raises: returns the manifest record.
 
     `inferred_2d`: the `infer_camera` results of every camera of a split reprocess task.
 
     Record keys: command, session, key, status (done | skipped | failed), result (folder), error,
-    inputs, options, ratrig_version, host, pid, started_wall, elapsed_s, cpu_s; analyze adds `line`.
+    inputs, options, ratrig_version, host, pid, started_wall, elapsed_s, cpu_s (this task only);
+    analyze and triangulate add `line`; split reprocess adds `inference_tasks` and `inference_s`
+    (seconds of the camera tasks, summed).
     """
     t0, cpu0 = time.monotonic(), time.process_time()
     rec = base_record(task) | {"host": socket.gethostname(), "pid": os.getpid(),
                                 "started_wall": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    if inferred_2d:
+        rec["inference_s"] = round(sum(part[2] for part in inferred_2d), 3)
     try:
         done = find_done(task)  # a task recomputed after its worker died may already be complete
         if done is not None:
             rec.update(status="skipped", result=str(done))
         elif task.command == "reprocess":
-            rec.update(_reprocess(task, rec, t0, dict(inferred_2d) if inferred_2d else None))
+            rec.update(_reprocess(task, rec, t0, {cam: arrays for cam, arrays, _ in inferred_2d} or None))
         elif task.command == "analyze":
             rec.update(_analyze(task, rec, t0))
         elif task.command == "triangulate":
