@@ -152,6 +152,12 @@ class Worker:
                     log.error("%s: %s", self.process, e)
                 return None
             self.rings[ref.camera] = reader
+        if reader.shape != (ref.height, ref.width, ref.channels):
+            st.ring_errors += 1
+            if st.ring_errors <= 5:
+                log.error("%s: camera %s announces %dx%dx%d frames, its ring %s holds %dx%dx%d", self.process,
+                          ref.camera, ref.height, ref.width, ref.channels, reader.name, *reader.shape)
+            return None
         try:
             view = reader.view(ref.slot, ref.sequence)
         except RingError:  # Lapped, or a slot/sequence that does not fit the ring
