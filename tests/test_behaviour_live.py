@@ -137,3 +137,14 @@ def test_live_process_on_sockets_equals_offline(tmp_path):
     assert (live_states[off.fit_frames:] >= 0).all() and len(np.unique(live_states[off.fit_frames:])) >= 2
     assert stats[-1]["frames"] == len(packets) and stats[-1]["segmenter"] == "fitted"
     assert stats[-1]["capture_to_behaviour_ms"]["p50"] >= 0
+
+
+def test_warm_up_waits_for_enough_usable_frames_live_and_offline():
+    params = BehaviourParams(FeatureParams(30.0, 1.0, 3.0), n_states=4, warmup_s=2.0)  # 60 frames < 4 x 20
+    t, kps, _ = synthetic_input(6.0, 7, start_s=1.0, gap_range_s=(1.0, 2.0))
+    kps[10:30] = np.nan  # nothing seen for 20 frame sets (their windows still hold earlier frames)
+    stage = BehaviourStage(params)
+    live = [stage.handle(p) for p in pose_packets(t, kps)]
+    off = live_equivalent(_times(t), kps, KEYPOINTS, params)
+    assert off.fit_frames >= 80 and stage.fit_frames == off.fit_frames  # 2 s = 60 frame sets were not enough
+    assert np.array_equal([m.state for m in live], off.states)

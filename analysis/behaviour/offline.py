@@ -3,8 +3,9 @@
 Two segmentation modes:
 
 - `live_equivalent`: exactly what the live stage does on the same frames in the same order: without a
-  saved model it fits the HMM on the features of the first `warmup_s` seconds (states -1 until
-  then), then filters frame by frame; with a model it filters from the first frame. The live test
+  saved model it fits the HMM on the features of the first `warmup_s` seconds (longer if those hold
+  fewer than 20 usable frames per state; states -1 until then), then filters frame by frame; with a
+  model it filters from the first frame. The live test
   checks the stage's messages against this.
 - `analyse`: the best offline answer: the HMM fitted on the whole session, Viterbi path.
 """
@@ -18,7 +19,7 @@ import numpy as np
 from analysis.behaviour.features import FeatureParams, session_features
 from analysis.behaviour.proxies import (DetectedEpisode, DetectionParams, centred_proxies, detect_episodes,
                                         proxies_from_features)
-from analysis.behaviour.segment import Segmenter
+from analysis.behaviour.segment import MIN_FRAMES_PER_STATE, Segmenter, usable_frames
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +36,15 @@ class BehaviourParams:
         return cls(FeatureParams(fps, cfg.window_s, cfg.long_window_s), cfg.n_states, cfg.warmup_s)
 
 
-def warmup_frames(times_s: np.ndarray, warmup_s: float) -> int:
-    """Frames before the first one at least `warmup_s` after the first frame (the live fit's data)."""
+def warmup_frames(times_s: np.ndarray, warmup_s: float, usable: np.ndarray | None = None, need: int = 0) -> int:
+    """Frames the live stage fits on: those before the first frame that comes at least `warmup_s`
+    after the first one and finds at least `need` usable frames (`usable`, (T,) bool) before it.
+    len(times_s) when that never happens."""
     t = np.asarray(times_s, np.float64)
-    late = np.flatnonzero(t - t[0] >= warmup_s) if len(t) else np.zeros(0, np.int64)
+    if not len(t):
+        return 0
+    have = np.concatenate([[0], np.cumsum(usable)])[:-1] if usable is not None else np.full(len(t), need)
+    late = np.flatnonzero((t - t[0] >= warmup_s) & (have >= need))
     return int(late[0]) if late.size else len(t)
 
 
@@ -57,7 +63,7 @@ def live_equivalent(times_s: np.ndarray, keypoints_mm: np.ndarray, keypoint_name
     feats = session_features(times_s, keypoints_mm, keypoint_names, params.features)
     n_fit = 0
     if segmenter is None:
-        n_fit = warmup_frames(times_s, params.warmup_s)
+        n_fit = warmup_frames(times_s, params.warmup_s, usable_frames(feats), MIN_FRAMES_PER_STATE * params.n_states)
         if n_fit < len(feats):
             segmenter = Segmenter.fit(feats[:n_fit], params.n_states, params.seed)
     n_states = segmenter.n_states if segmenter is not None else params.n_states

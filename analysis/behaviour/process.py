@@ -8,7 +8,8 @@ last `[behaviour] long_window_s` of frames in a ring buffer, runs the feature ke
 (`analysis.behaviour.features`) on the window ending at each frame set and one forward step of the
 HMM, and publishes a BehaviourPacket on ``behaviour/<name>`` (default ``behaviour/segment``) for every
 frame set. Without a saved model (`[behaviour] model` or --model) it fits the HMM on the features of
-the first `warmup_s` seconds and freezes it (states are -1 until then; the fit stalls the loop once,
+the first `warmup_s` seconds (longer until there are 20 usable frame sets per state) and freezes it
+(states are -1 until then; the fit stalls the loop once,
 for about a second, and the backlog is then worked off). `stats/behaviour` every `stats_interval_s`:
 frame sets, rate, capture -> behaviour latency (p50/p99 ms), kernel time, fit time, state counts.
 
@@ -31,7 +32,7 @@ import zmq
 
 from analysis.behaviour.features import FEATURE_NAMES, FeatureWindow
 from analysis.behaviour.offline import BehaviourParams
-from analysis.behaviour.segment import Segmenter
+from analysis.behaviour.segment import MIN_FRAMES_PER_STATE, Segmenter, usable_frames
 from ratrig.clock import now_ns
 from ratrig.config import ConfigError, Endpoints, load_config
 from ratrig.messages import BehaviourPacket, Pose3DPacket, StatsPacket
@@ -63,6 +64,7 @@ class BehaviourStage:
         self._names: tuple[str, ...] | None = None
         self._t0_ns: int | None = None
         self._warm: list[np.ndarray] = []
+        self._usable = 0  # warm-up frames a fit can use
         self._post: np.ndarray | None = None
         self.frames = 0
         self.fit_s: float | None = None
@@ -87,8 +89,9 @@ class BehaviourStage:
         pts = pose.filtered_mm if self.coords == "filtered" else pose.raw_mm
         feats = self._window.push(t_s, pts)
         if self.segmenter is None:
-            if t_s < self.params.warmup_s:
+            if t_s < self.params.warmup_s or self._usable < MIN_FRAMES_PER_STATE * self.params.n_states:
                 self._warm.append(feats)
+                self._usable += int(usable_frames(feats[None])[0])
             else:
                 self._fit()
         state = -1

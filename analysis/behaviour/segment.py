@@ -50,6 +50,14 @@ def segment_inputs(features: np.ndarray) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
+MIN_FRAMES_PER_STATE = 20
+
+
+def usable_frames(features: np.ndarray) -> np.ndarray:
+    """(T, F) features -> (T,) bool: frames with at least one HMM input (what a fit can use)."""
+    return np.isfinite(segment_inputs(features)).any(axis=1)
+
+
 @dataclass(frozen=True)
 class Segmenter:
     """A fitted segmentation model. Arrays: mean/scale (D,), startprob (S,), transmat (S, S),
@@ -78,9 +86,9 @@ class Segmenter:
 
         x = segment_inputs(features)
         ok = np.isfinite(x).any(axis=1)
-        if ok.sum() < 20 * n_states:
-            raise ValueError(f"Segmenter.fit: {int(ok.sum())} frames with features, need at least {20 * n_states} "
-                             f"for {n_states} states")
+        if ok.sum() < MIN_FRAMES_PER_STATE * n_states:
+            raise ValueError(f"Segmenter.fit: {int(ok.sum())} frames with features, need at least "
+                             f"{MIN_FRAMES_PER_STATE * n_states} for {n_states} states")
         mean = np.nanmean(x[ok], axis=0)
         scale = np.nanstd(x[ok], axis=0)
         mean = np.where(np.isfinite(mean), mean, 0.0)
