@@ -191,10 +191,12 @@ def test_a_worker_killed_mid_task_is_replaced_and_its_task_redone(sessions, tmp_
     assert killed is not None, "no task was caught running"
     assert not runner.is_alive() and rc == [0]
     doc = json.loads(manifest.read_text())
-    assert doc["counts"] == {"done": 3, "skipped": 0, "failed": 0}
     i = int(killed[1].split("-")[1])
     rec = doc["sessions"][i]
     assert rec["key"].startswith(killed[1].split("-")[2]) and rec["pid"] != killed[0]  # redone elsewhere
+    # (skipped only if the kill landed in the last instant, after the result was renamed into place)
+    assert doc["counts"]["failed"] == 0 and rec["status"] in ("done", "skipped")
+    assert all(r["status"] == "done" for j, r in enumerate(doc["sessions"]) if j != i)
     for s in ss:
         (res,) = _results(s)  # exactly one result, complete
         assert (res / "pose3d.csv").is_file() and json.loads((res / "batch.json").read_text())["status"] == "done"
