@@ -346,6 +346,11 @@ def print_comparison(before: dict, after: dict) -> None:
             print(f"  {cfg:<7} 3D error {what:<8}: before median {eb['median_mm']:.2f} / p95 {eb['p95_mm']:.2f} mm "
                   f"(coverage {eb['coverage']:.3f}), after {ea['median_mm']:.2f} / {ea['p95_mm']:.2f} mm "
                   f"({ea['coverage']:.3f})")
+    if "startup_s" in before and "startup_s" in after:
+        for which in ("cold", "warm"):
+            print(f"  start-up, {which} numba cache (import s, first triangulate + Kalman call s): before "
+                  f"{before['startup_s'][which][0]:.2f} / {before['startup_s'][which][1]:.2f}, after "
+                  f"{after['startup_s'][which][0]:.2f} / {after['startup_s'][which][1]:.2f}")
     if "scaling" in before and "scaling" in after:
         print("  outlier search, default options, median us per frame set before -> after:")
         for n_cams, row in after["scaling"].items():

@@ -43,7 +43,6 @@ from fusion.triangulate import (
     RigGeometry,
     TriangulationOptions,
     TriangulationResult,
-    triangulate,
     triangulate_kernel,
 )
 from ratrig.camera import Calibration
@@ -170,7 +169,6 @@ class FusionPipeline:
         fuse_kernel(self.rig.matrix, self.rig.matrix_inv, self.rig.dist, self.rig.extrinsic, pts, like,
                     *self._tri_args, *state, 0.0, 0.0, accel_var, *params, tau, 0.0, kf.gated_total.copy(),
                     np.empty((n_kp, 3)), *outs, *kf.new_output())
-        triangulate(self.rig, pts, like, self.options.triangulation)  # replay and tools call it directly
 
     def poll(self, now: int) -> list[Pose3DPacket]:
         """Frame sets whose deadline passed (late or dead cameras); call when idle."""

@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from ratrig.config import Endpoints, load_config
-from ratrig.messages import FramePacket, FrameRefPacket, Keypoints2DPacket, StatsPacket
+from ratrig.messages import FramePacket, FrameRefPacket, Keypoints2DPacket
 from ratrig.shmring import FrameRingReader, FrameRingWriter, RingError
 from ratrig.transport import ReceiveCounters, make_pub, make_sub, recv_packet, send_packet
 
