@@ -230,7 +230,7 @@ def run_tasks(client, tasks: list[Task], progress: bool = True) -> list[dict[str
             for part in parts.pop(i):
                 part.release()
             bar.update(1)
-            if records[i]["status"] == "failed":
+            if records[i]["status"] == "failed" and progress:  # as it happens; all are listed at the end
                 bar.write(f"FAILED {tasks[i].session}: {records[i]['error']}")
     return [r for r in records if r is not None]
 
