@@ -68,10 +68,12 @@ class NetworkConfig:
         if not 2 <= self.ring_slots <= 1024:
             raise ConfigError(f"{where}.ring_slots: expected 2..1024, got {self.ring_slots}")
         loopback = ("127.0.0.1", "localhost", "::1")
-        if self.shared_memory and (self.host not in loopback or self.connect_host not in loopback):
+        if self.shared_memory and (self.host not in loopback or self.connect_host not in loopback
+                                   or self.camera_host not in ("", *loopback)):
             raise ConfigError(f"{where}.shared_memory: rings work between processes on one host; with host "
-                              f"{self.host!r} / connect_host {self.connect_host!r} (network mode) frames keep the "
-                              f"ZeroMQ wire: set shared_memory = false or both hosts to 127.0.0.1")
+                              f"{self.host!r} / connect_host {self.connect_host!r} / camera_host "
+                              f"{self.camera_host!r} (network mode) frames keep the ZeroMQ wire: set "
+                              f"shared_memory = false or the hosts to 127.0.0.1")
 
 
 @dataclass(frozen=True)

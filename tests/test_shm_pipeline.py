@@ -147,3 +147,18 @@ def test_worker_runs_frames_in_place_and_drops_the_ones_it_was_lapped_on(tmp_pat
         for s in cams.values():
             s.close(0)
         ctx.term()
+
+
+def test_network_mode_refuses_shared_memory(tmp_path):
+    from ratrig.config import ConfigError
+
+    rig_path = video_rig_toml(tmp_path, 1, n_frames=5)
+    text = rig_path.read_text()
+    for net, key in (('shared_memory = true\nhost = "0.0.0.0"', "0.0.0.0"),
+                     ('shared_memory = true\ncamera_host = "10.0.0.7"', "10.0.0.7")):
+        rig_path.write_text(text.replace("[network]\n", f"[network]\n{net}\n"))
+        with pytest.raises(ConfigError, match=rf"network\.shared_memory: .*{key}.* keep the ZeroMQ wire"):
+            load_config(rig_path)
+    rig_path.write_text(text.replace("[network]\n", "[network]\nshared_memory = true\nring_slots = 1\n"))
+    with pytest.raises(ConfigError, match=r"network\.ring_slots: expected 2\.\.1024, got 1"):
+        load_config(rig_path)
