@@ -315,3 +315,14 @@ def test_batch_triangulate_equals_ratrig_triangulate(tmp_path, cluster):
     assert rec["status"] == "done" and rec["inputs"]["calibration"] and any(k.startswith("pose/") for k in rec["inputs"])
     assert batch.main(argv) == 0  # nothing changed: nothing redone
     assert json.loads((tmp_path / "out" / "batch-manifest.json").read_text())["counts"]["skipped"] == 2
+
+
+def test_out_refuses_sessions_that_would_share_a_result_folder(sessions, tmp_path, capsys):
+    from ratrig.cli import batch
+
+    a, b = tmp_path / "day1" / "s0", tmp_path / "day2" / "s0"
+    shutil.copytree(sessions[0], a)
+    shutil.copytree(sessions[1], b)
+    rc = batch.main(["reprocess", str(a), str(b), *REPROCESS, "--out", str(tmp_path / "out"), "--no-progress"])
+    assert rc == 2 and "share the folder name 's0'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
