@@ -1,8 +1,9 @@
 """`ratrig batch` on a LocalCluster of 2 workers and small synthetic sessions.
 
-Results equal the one-session commands byte for byte; a rerun does no work and redoes only a
-session whose input changed; a corrupt session is reported and the others are done; a worker
-SIGKILLed mid-task is replaced, its task redone, and no partial result ever has a final name.
+Results equal the one-session commands byte for byte (reprocess with and without the model,
+analyze with its group outputs, triangulate); a rerun does no work and redoes only a session whose
+input changed; a corrupt session is reported and the others are done; a worker SIGKILLed mid-task
+is replaced, its task redone, and no partial result ever has a final name.
 """
 from __future__ import annotations
 
