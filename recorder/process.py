@@ -71,6 +71,16 @@ class DiskMonitor:
         return free, None, False
 
 
+def next_part(out: Path) -> Path:
+    """The first of OUT.part2, OUT.part3, ... that does not exist or is empty."""
+    n = 2
+    while True:
+        part = out.with_name(f"{out.name}.part{n}")
+        if not part.exists() or not any(part.iterdir()):
+            return part
+        n += 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ratrig-recorder", description="Record every stream of a ratrig session.")
     p.add_argument("--config", required=True, help="rig TOML file")
@@ -82,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", choices=["ffv1", "mjpeg", "h264"], default=None, help="override recorder.codec")
     p.add_argument("--duration-s", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--no-publish", action="store_true", help="do not publish recorder stats on the rig's recorder port")
+    p.add_argument("--continue-as-part", action="store_true",
+                   help="when --out already holds a session (a recorder restarted after a crash), record into "
+                        "OUT.part2, OUT.part3, ... instead of refusing")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -99,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return 2
     out = Path(args.out)
+    if args.continue_as_part and out.exists() and any(out.iterdir()):
+        out = next_part(out)
+        log.warning("%s holds the session of a recorder that stopped; recording continues in %s", args.out, out)
     disk_root = out if out.exists() else next((p for p in out.resolve().parents if p.exists()), Path("/"))
     disk = DiskMonitor(disk_root, rig.recorder.min_free_gb, rig.recorder.warn_free_gb)
     free, warning, stop = disk.check()

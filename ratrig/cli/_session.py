@@ -163,8 +163,11 @@ def plan(rig: RigConfig, config_path: Path, opts: SessionOptions) -> tuple[list[
     if opts.record_dir:
         if not stage_available("recorder.process"):
             raise SessionError("--record needs the recorder stage, which is not installed")
-        consumers.append(ProcessSpec("recorder", "recorder.process", cfg + ("--out", str(session_folder(rig, opts))),
-                                     stop_timeout_s=120.0))
+        # restarted after a crash: what it wrote stays readable (recorder/FORMAT.md, crash safety) and
+        # recording goes on in <session>.part2, ...
+        consumers.append(ProcessSpec("recorder", "recorder.process",
+                                     cfg + ("--out", str(session_folder(rig, opts)), "--continue-as-part"),
+                                     stop_timeout_s=120.0, restart=True, backoff_s=0.2))
     if rig.inference.model and stage_available("inference.worker"):
         for j, _ in enumerate(rig.worker_groups()):
             consumers.append(ProcessSpec(f"inference/{j}", "inference.worker", cfg + ("--worker", str(j)),
