@@ -4,8 +4,9 @@ Keys (a stage that did not run leaves its keys out rather than writing zeros):
 
     ratrig_version, duration_s, config
     cameras.<name>.{captured, published, received, dropped, fps, inferred, skipped, restarts, failed}
-    latency_ms.{transport, capture_to_2d, capture_to_3d, capture_to_event}.{p50, p99}
+    latency_ms.{transport, capture_to_2d, capture_to_3d, capture_to_event, capture_to_behaviour}.{p50, p99}
     fusion.{frame_sets, fps}
+    behaviour.{frame_sets, fps, segmenter, fit_s}                ([behaviour] enabled only)
     accuracy.pose2d_error_px.{median, p95}                       (synthetic rig only)
     accuracy.pose3d_error_mm.{raw, filtered}.{median, p95}       (synthetic rig only)
     events.touchdown.{precision, recall, timing_error_ms_median} (synthetic rig only)
@@ -105,6 +106,13 @@ def build_summary(
     if ev is not None and ev.get("capture_to_event_ms_p50") is not None:
         latency["capture_to_event"] = {"p50": round(float(ev["capture_to_event_ms_p50"]), 3),
                                        "p99": round(float(ev["capture_to_event_ms_p99"]), 3)}
+    beh = stats.get("behaviour")
+    if beh is not None and beh.get("capture_to_behaviour_ms"):
+        lat = beh["capture_to_behaviour_ms"]
+        latency["capture_to_behaviour"] = {"p50": lat["p50"], "p99": lat["p99"]}
+    if beh is not None:
+        out["behaviour"] = {"frame_sets": int(beh.get("frames", 0)), "fps": float(beh.get("fps", 0.0)),
+                            "segmenter": beh.get("segmenter"), "fit_s": beh.get("fit_s")}
     if latency:
         out["latency_ms"] = latency
 

@@ -8,10 +8,11 @@ last `[behaviour] long_window_s` of frames in a ring buffer, runs the feature ke
 (`analysis.behaviour.features`) on the window ending at each frame set and one forward step of the
 HMM, and publishes a BehaviourPacket on ``behaviour/<name>`` (default ``behaviour/segment``) for every
 frame set. Without a saved model (`[behaviour] model` or --model) it fits the HMM on the features of
-the first `warmup_s` seconds (longer until there are 20 usable frame sets per state) and freezes it
-(states are -1 until then; the fit stalls the loop once,
-for about a second, and the backlog is then worked off). `stats/behaviour` every `stats_interval_s`:
-frame sets, rate, capture -> behaviour latency (p50/p99 ms), kernel time, fit time, state counts.
+the first `warmup_s` seconds (longer until there are 20 usable frame sets per state) in a background
+thread and freezes it; states are -1 until the model is ready, then the filter is run over the frame
+sets that came meanwhile, so from there on the states equal the offline run's. `stats/behaviour`
+every `stats_interval_s`: frame sets, rate, capture -> behaviour latency (p50/p99 ms), kernel time,
+fit time, the first frame set with a state, state counts.
 
 The offline run that equals this stage's output on the same frames is
 `analysis.behaviour.offline.live_equivalent`. SIGTERM/SIGINT end it cleanly (status 0); a bad config
@@ -25,6 +26,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -45,30 +47,43 @@ log = logging.getLogger("behaviour")
 class BehaviourStage:
     """Features + causal segmentation for a stream of Pose3DPackets (no sockets: `main` owns those).
 
+    Without a model, the HMM is fitted on the warm-up frames in a background thread (`background_fit`)
+    while frame sets keep flowing with state -1; when the fit is done, the forward filter is run over
+    the frame sets that arrived meanwhile (from the warm-up's end, exactly as the offline run does), so
+    from then on states and posteriors equal `offline.live_equivalent` bit for bit. With
+    `background_fit=False` the fit runs in the loop (one stall, no state -1 after the warm-up).
+
     Args:
         params: window lengths, states, warm-up.
         segmenter: a fitted model, or None to fit one on the first `params.warmup_s` of frames.
         name: the message name (topic ``behaviour/<name>``).
         coords: "filtered" (the Kalman estimate, default) or "raw" (triangulated) positions.
+        background_fit: fit in a thread (default) or in the loop.
     """
 
     def __init__(self, params: BehaviourParams, segmenter: Segmenter | None = None, name: str = "segment",
-                 coords: str = "filtered") -> None:
+                 coords: str = "filtered", background_fit: bool = True) -> None:
         if coords not in ("filtered", "raw"):
             raise ValueError(f"BehaviourStage.coords: expected 'filtered' or 'raw', got {coords!r}")
         self.params = params
         self.segmenter = segmenter
         self.name = name
         self.coords = coords
+        self.background_fit = background_fit
         self._window: FeatureWindow | None = None
         self._names: tuple[str, ...] | None = None
         self._t0_ns: int | None = None
         self._warm: list[np.ndarray] = []
         self._usable = 0  # warm-up frames a fit can use
+        self._pending: list[np.ndarray] = []  # frame sets since the warm-up ended, while the fit runs
+        self._executor: ThreadPoolExecutor | None = None
+        self._future: Future | None = None
+        self._fit_started = 0.0
         self._post: np.ndarray | None = None
         self.frames = 0
         self.fit_s: float | None = None
         self.fit_frames = 0
+        self.first_state_frame: int | None = None  # frame_set_index of the first message with a state
         self.state_counts: dict[int, int] = {}
         self.latency_ms = LatencyWindow()
         self.kernel_us = LatencyWindow()
@@ -88,19 +103,28 @@ class BehaviourStage:
         t_s = (int(pose.capture_ns) - self._t0_ns) / 1e9
         pts = pose.filtered_mm if self.coords == "filtered" else pose.raw_mm
         feats = self._window.push(t_s, pts)
-        if self.segmenter is None:
-            if t_s < self.params.warmup_s or self._usable < MIN_FRAMES_PER_STATE * self.params.n_states:
-                self._warm.append(feats)
-                self._usable += int(usable_frames(feats[None])[0])
-            else:
-                self._fit()
         state = -1
         probs = np.zeros(0)
         if self.segmenter is not None:
             self._post = self.segmenter.step(self._post, feats)
+        elif self._future is not None:  # fitting in the background
+            self._pending.append(feats)
+            if self._future.done():
+                self._install()
+        elif t_s < self.params.warmup_s or self._usable < MIN_FRAMES_PER_STATE * self.params.n_states:
+            self._warm.append(feats)
+            self._usable += int(usable_frames(feats[None])[0])
+        else:
+            self._pending = [feats]
+            self._start_fit()
+            if not self.background_fit:
+                self._install()
+        if self.segmenter is not None and self._post is not None:
             probs = self._post
             state = int(np.argmax(probs))
             self.state_counts[state] = self.state_counts.get(state, 0) + 1
+            if self.first_state_frame is None:
+                self.first_state_frame = int(pose.frame_set_index)
         self.frames += 1
         self.kernel_us.add((time.perf_counter() - t_start) * 1e6)
         emitted = now_ns()
@@ -111,21 +135,37 @@ class BehaviourStage:
         return BehaviourPacket(self.name, int(pose.frame_set_index), int(pose.capture_ns), emitted, state,
                                FEATURE_NAMES, np.array(feats, np.float64), np.array(probs, np.float64), stamps)
 
-    def _fit(self) -> None:
-        t = time.perf_counter()
+    def _start_fit(self) -> None:
         warm = np.array(self._warm).reshape(-1, len(FEATURE_NAMES))
-        try:
-            self.segmenter = Segmenter.fit(warm, self.params.n_states, self.params.seed)
-        except ValueError as e:
-            log.error("behaviour: cannot fit the segmenter on the warm-up (%s); segmentation stays off", e)
-            self.segmenter = None
-            self.params = BehaviourParams(self.params.features, self.params.n_states, float("inf"),
-                                          self.params.seed, self.params.detection)
-            return
-        self.fit_s = time.perf_counter() - t
         self.fit_frames = len(warm)
         self._warm = []
+        self._fit_started = time.perf_counter()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="behaviour-fit")
+        self._future = self._executor.submit(Segmenter.fit, warm, self.params.n_states, self.params.seed)
+
+    def _install(self) -> None:
+        """Take the fitted model and filter the frame sets since the warm-up, as the offline run does."""
+        assert self._future is not None
+        try:
+            segmenter = self._future.result()
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as e:
+            log.error("behaviour: cannot fit the segmenter on the warm-up (%s); segmentation stays off", e)
+            self.params = BehaviourParams(self.params.features, self.params.n_states, float("inf"),
+                                          self.params.seed, self.params.detection)
+            self._future, self._pending = None, []
+            return
+        self.fit_s = time.perf_counter() - self._fit_started
+        post = None
+        for f in self._pending:
+            post = segmenter.step(post, f)
+        self.segmenter, self._post, self._future, self._pending = segmenter, post, None, []
         log.info("behaviour: segmenter fitted on %d frame sets in %.2f s", self.fit_frames, self.fit_s)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     def stats(self, receive: ReceiveCounters | None = None) -> dict[str, Any]:
         return {
@@ -133,7 +173,9 @@ class BehaviourStage:
             "fps": self.rate.rate(),
             "capture_to_behaviour_ms": self.latency_ms.summary(),
             "kernel_us": self.kernel_us.summary(),
-            "segmenter": "fitted" if self.fit_s is not None else ("loaded" if self.segmenter is not None else "warming up"),
+            "segmenter": ("fitted" if self.fit_s is not None else "loaded" if self.segmenter is not None
+                          else "fitting" if self._future is not None else "warming up"),
+            "first_state_frame": self.first_state_frame,
             "fit_s": self.fit_s,
             "fit_frames": self.fit_frames,
             "states": {str(k): v for k, v in sorted(self.state_counts.items())},
@@ -215,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ratrig behaviour: {e}", file=sys.stderr)
         return 2
     finally:
+        stage.close()
         for s in (sub, pub):
             if s is not None:
                 s.close(0)
