@@ -2,7 +2,8 @@
 
 (Other modules here, written by other stages on top of this API: ``live`` (scheduled live cameras),
 ``evaluate`` (live accuracy), ``charuco`` (calibration videos), ``scenarios_cylinder`` and
-``scenarios_corridor_pots`` (behaviour tests).)
+``scenarios_corridor_pots`` (behaviour tests), ``dyskinesia`` (scripted abnormal movements with
+known onset, duration and intensity, for `analysis.behaviour`).)
 
 A test world for every stage, never a substitute for real cameras or real DeepLabCut models. Only
 tests, benchmarks, the CLI and the demo path import it. World frame: mm, x along the corridor,
