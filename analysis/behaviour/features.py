@@ -121,20 +121,17 @@ def _aligned(a: np.ndarray) -> np.ndarray:
 
 
 def _nansum_count(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sum and count of the finite values along axis 1, added one window position at a time.
+    """Sum and count of the finite values along axis 1, added one window position after the other.
 
     numpy's own reductions pick their summation order by memory alignment, so one window (live)
-    and the same window inside a batch (offline) could differ in the last bit; element-wise
-    additions in a fixed order cannot.
+    and the same window inside a batch (offline) could differ in the last bit. A cumulative sum
+    cannot reorder: element i is element i-1 plus value i, whatever the layout.
     """
-    total = np.zeros(a.shape[:1] + a.shape[2:])
-    count = np.zeros(a.shape[:1] + a.shape[2:])
-    for k in range(a.shape[1]):
-        v = a[:, k]
-        ok = np.isfinite(v)
-        total += np.where(ok, v, 0.0)
-        count += ok
-    return total, count
+    ok = np.isfinite(a)
+    if a.shape[1] == 0:
+        return np.zeros(a.shape[:1] + a.shape[2:]), np.zeros(a.shape[:1] + a.shape[2:])
+    total = np.cumsum(np.where(ok, a, 0.0), axis=1)[:, -1]
+    return total, ok.sum(axis=1).astype(np.float64)
 
 
 def _nanmean(a: np.ndarray, axis: int = 1) -> np.ndarray:
