@@ -33,6 +33,7 @@ class ProcessSpec:
     backoff_s: float = 0.5
     env: tuple[tuple[str, str], ...] = ()
     stop_timeout_s: float = 10.0  # SIGTERM -> SIGKILL grace; a recorder finishing its queue needs more
+    no_restart_codes: tuple[int, ...] = ()  # exit codes a restart cannot help (bad config, disk full)
 
 
 @dataclass
@@ -120,7 +121,7 @@ class Supervisor:
                     st.state = "exited"
                     continue
                 tail = self.tail_log(st.spec.name, 3)
-                if st.spec.restart and st.restarts < st.spec.max_restarts:
+                if st.spec.restart and rc not in st.spec.no_restart_codes and st.restarts < st.spec.max_restarts:
                     delay = st.spec.backoff_s * (2 ** st.restarts)
                     st.state = "backoff"
                     st.next_start = now + delay

@@ -12,7 +12,9 @@ leaves a session readable up to the last flush interval (see FORMAT.md, "Crash s
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -31,6 +33,38 @@ from recorder.writer import SessionError, SessionWriter
 log = logging.getLogger("recorder")
 
 GB = 1024**3
+#: errno values that mean the session's disk (or quota) is full
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+#: exit status when the disk filled up: the session so far is kept; a restart cannot help
+EXIT_DISK_FULL = 3
+DISK_CHECK_NS = 500_000_000  # statvfs is cheap; at 4 x 30 fps a 2 s gap is ~100 MB of video
+#: room kept on the session's disk from the start, given back when the disk fills so that the
+#: session can still be finished (last table lines, segments closed, session.json written)
+RESERVE_FILE, RESERVE_BYTES = ".disk-reserve", 1024**2
+
+
+def make_reserve(out: Path) -> Path | None:
+    path = out / RESERVE_FILE
+    try:
+        with open(path, "wb") as f:
+            f.write(bytes(RESERVE_BYTES))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        log.warning("could not reserve %d bytes on %s for finishing the session: %s", RESERVE_BYTES, out, e)
+        path.unlink(missing_ok=True)
+        return None
+    return path
+
+
+def disk_full_message(out: Path, e: BaseException) -> str:
+    return (f"DISK FULL: {out}: {e}; recording stopped here. The session up to this moment is readable "
+            f"(`ratrig replay {out}`); the live pipeline goes on without a recorder. Free space or record "
+            f"elsewhere, and raise recorder.min_free_gb so that video stops before the disk is full.")
+
+
+def is_disk_full(e: BaseException | None) -> bool:
+    return isinstance(e, OSError) and e.errno in DISK_FULL
 
 
 def default_endpoints(rig: RigConfig) -> list[str]:
@@ -133,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return 2
     disk.path = out
+    reserve = make_reserve(out)
 
     stop_event = threading.Event()
 
@@ -158,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
              len(rig.cameras), out, endpoints, codec.name, rig.recorder.flush_interval_s, free / GB)
     t_end = now_ns() + int(args.duration_s * 1e9) if args.duration_s else None
     last_disk_ns = last_stats_ns = now_ns()
-    video_stopped = False
+    video_stopped = ""
     rc = 0
     try:
         while not stop_event.is_set():
@@ -180,18 +215,23 @@ def main(argv: list[str] | None = None) -> int:
             session.malformed = counters.malformed
             session.maybe_sync()
             t = now_ns()
-            if t - last_disk_ns > 2e9:
+            if t - last_disk_ns > DISK_CHECK_NS:
                 last_disk_ns = t
                 free, warning, stop = disk.check()
-                if warning:
+                if warning and not video_stopped:  # once: below min_free the same line would repeat
                     (log.error if stop else log.warning)("%s", warning)
                     session.warnings.append(warning)
                 if stop and not video_stopped:
-                    video_stopped = True  # poses and events are small; keep them
+                    video_stopped = warning or "below recorder.min_free_gb"  # poses and events are small; keep them
             errors = session.writer_errors()
             if errors:
-                log.error("video writer failed: %s", errors)
-                rc = 1
+                full = [w.error for w in session.writers.values() if is_disk_full(w.error)]
+                if full:
+                    log.error("%s", disk_full_message(out, full[0]))
+                    rc = EXIT_DISK_FULL
+                else:
+                    log.error("video writer failed: %s", errors)
+                    rc = 1
                 break
             if pub is not None and t - last_stats_ns > 1e9:
                 last_stats_ns = t
@@ -200,9 +240,27 @@ def main(argv: list[str] | None = None) -> int:
                     "frames_written": {c: v["written"] for c, v in s["cameras"].items()},
                     "frames_lost_total": s["frames_lost_total"],
                     "queue_depth": {c: v["queue_depth"] for c, v in s["cameras"].items()},
-                    "free_gb": free / GB, "malformed": counters.malformed}), block=False)
+                    "free_gb": free / GB, "malformed": counters.malformed,
+                    **({"video_stopped": video_stopped} if video_stopped else {})}), block=False)
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        log.error("%s", disk_full_message(out, e))
+        rc = EXIT_DISK_FULL
     finally:
-        summary = session.close()
+        if reserve is not None:
+            reserve.unlink(missing_ok=True)  # the room to finish the session in
+        if rc == EXIT_DISK_FULL:
+            session.warnings.append(disk_full_message(out, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
+        try:
+            summary = session.close()
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            # what is on disk stays readable: open_session repairs a session left 'recording'
+            log.error("the session could not be finished on the full disk (%s); it is repaired when opened", e)
+            summary = session.summary()
+            rc = EXIT_DISK_FULL
         sub.close(0)
         if pub is not None:
             pub.close(0)

@@ -36,7 +36,7 @@ from recorder.tables import (
     pose2d_columns,
     pose3d_columns,
 )
-from recorder.video import CodecSpec, SegmentWriter, encoder_settings
+from recorder.video import CodecSpec, SegmentWriter, count_readable_frames, encoder_settings
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,10 @@ class CameraCounters:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+#: below this much free space a closed segment is decoded to check it holds every frame it was given
+NEAR_FULL_BYTES = 64 * 1024**2
 
 
 class CameraWriter(threading.Thread):
@@ -162,6 +166,16 @@ class CameraWriter(threading.Thread):
 
     def _close_segment(self) -> None:
         seg, fname, first, n = self.segments.close()
+        if shutil.disk_usage(self.folder).free < NEAR_FULL_BYTES:
+            # OpenCV's writer drops frames silently when the disk fills: near full, list only the
+            # frames that decode (the rest are counted lost), so every listed row still decodes
+            readable = count_readable_frames(self.folder / fname)
+            if readable < len(self._rows):
+                self.counters.dropped_queue_full += len(self._rows) - readable
+                log.error("camera %s: segment %s holds %d of its %d frames (disk full?)", self.camera, fname,
+                          readable, len(self._rows))
+                del self._rows[readable:]
+                n = readable
         for row in self._rows:
             self.frames.append(row)
         self.frames.sync()
@@ -415,7 +429,13 @@ class SessionWriter:
     def close(self) -> dict[str, Any]:
         """Finish every segment and table and mark the session complete. Returns the summary."""
         for w in self.writers.values():
-            w.queue.put((None, 0))  # blocks until there is room: every queued frame gets written
+            # waits for room (every queued frame gets written) unless the writer died (e.g. disk full)
+            while w.is_alive():
+                try:
+                    w.queue.put((None, 0), timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
         for w in self.writers.values():
             w.join()
         self.sync_tables()

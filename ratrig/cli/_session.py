@@ -167,7 +167,8 @@ def plan(rig: RigConfig, config_path: Path, opts: SessionOptions) -> tuple[list[
         # recording goes on in <session>.part2, ...
         consumers.append(ProcessSpec("recorder", "recorder.process",
                                      cfg + ("--out", str(session_folder(rig, opts)), "--continue-as-part"),
-                                     stop_timeout_s=120.0, restart=True, backoff_s=0.2))
+                                     stop_timeout_s=120.0, restart=True, backoff_s=0.2,
+                                     no_restart_codes=(2, 3)))  # 2: cannot start (bad config, disk), 3: disk full
     if rig.inference.model and stage_available("inference.worker"):
         for j, _ in enumerate(rig.worker_groups()):
             consumers.append(ProcessSpec(f"inference/{j}", "inference.worker", cfg + ("--worker", str(j)),
