@@ -199,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--fps", type=float, default=15.0, help="camera rate (default 15: the 2-core demo keeps up)")
-    p.add_argument("--duration", type=float, default=30.0, help="seconds each demo runs (from the cameras' start)")
+    p.add_argument("--duration", type=float, default=40.0, help="seconds each demo runs (from the cameras' start)")
     p.add_argument("--settle-s", type=float, default=5.0, help="3D flowing this long before the kill")
-    p.add_argument("--observe-s", type=float, default=12.0, help="listen this long after the kill")
+    p.add_argument("--observe-s", type=float, default=25.0, help="listen this long after the kill (a worker reloads its model)")
     p.add_argument("--json", default=None, help="also write the rows here")
     args = p.parse_args(argv)
     env = dict(os.environ, NUMBA_CACHE_DIR=os.environ.get("NUMBA_CACHE_DIR", str(REPO / ".numba_cache")),
