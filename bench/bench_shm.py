@@ -136,13 +136,26 @@ def consumer_process(mode: str, endpoints: list[str], n_expected: int, t_end_ns:
     q.put(("consumer", len(latency_ns), lapped, cpu, latency_ns, counters.malformed, checksum))
 
 
+def _free_ports(n: int) -> list[int]:
+    """n loopback ports free right now (each run gets its own: a previous run's may linger)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def run(mode: str, n_cams: int, fps: float, seconds: float, slots: int) -> dict:
     import zmq
 
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    base = 40000 + (os.getpid() % 500) * 20
-    endpoints = [f"tcp://127.0.0.1:{base + i}" for i in range(n_cams)]
+    endpoints = [f"tcp://127.0.0.1:{port}" for port in _free_ports(n_cams)]
     t0 = time.monotonic_ns() + int(4e9)  # spawn and import time
     n_per_cam = int(seconds * fps)
     procs = [ctx.Process(target=camera_process, args=(mode, i, fps, seconds, endpoints[i],
