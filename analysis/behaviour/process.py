@@ -26,7 +26,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, TimeoutError
 from typing import Any
 
 import numpy as np
@@ -162,6 +162,17 @@ class BehaviourStage:
         self.segmenter, self._post, self._future, self._pending = segmenter, post, None, []
         log.info("behaviour: segmenter fitted on %d frame sets in %.2f s", self.fit_frames, self.fit_s)
 
+    def wait_for_fit(self, timeout_s: float | None = None) -> bool:
+        """Block until a background fit has finished or the stage has a model (True); False when no fit
+        was started or it timed out. A fitted model is taken into use with the next frame set."""
+        if self._future is None:
+            return self.segmenter is not None
+        try:
+            self._future.exception(timeout=timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -176,6 +187,7 @@ class BehaviourStage:
             "segmenter": ("fitted" if self.fit_s is not None else "loaded" if self.segmenter is not None
                           else "fitting" if self._future is not None else "warming up"),
             "first_state_frame": self.first_state_frame,
+            "model_ready": self.segmenter is not None or (self._future is not None and self._future.done()),
             "fit_s": self.fit_s,
             "fit_frames": self.fit_frames,
             "states": {str(k): v for k, v in sorted(self.state_counts.items())},
