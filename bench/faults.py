@@ -15,6 +15,9 @@ stage's own endpoint, and afterwards opens the recorded session. Figures per cas
   recorder itself is killed, and then <= 1 s of frames);
 - opens: `ratrig replay SESSION --speed max` and `ratrig analyze SESSION` both exit 0 on every part.
 
+Case "stall" freezes camera cam_ne for 2 s (SIGSTOP, then SIGCONT) instead of killing a process;
+"views back" then counts from the freeze, so it includes the 2 s.
+
 The machine's load changes the figures (absolute times are wall-clock on whatever else is running).
 """
 from __future__ import annotations
@@ -39,9 +42,20 @@ sys.path.insert(0, str(REPO))
 from ratrig.clock import now_ns  # noqa: E402
 from ratrig.messages import Pose3DPacket  # noqa: E402
 from ratrig.transport import ReceiveCounters, make_sub, recv_packet  # noqa: E402
-from tests.helpers import free_base_port  # noqa: E402
+from tests.helpers import _port_free  # noqa: E402
 
-CASES = ("camera", "inference", "fusion", "events", "recorder")
+
+def free_base_port() -> int:
+    """A base port whose whole block (every ratrig offset, 0..89) is free now."""
+    import random
+
+    for _ in range(500):
+        base = random.randrange(20000, 59900)
+        if all(_port_free(base + off) for off in range(90)):
+            return base
+    raise RuntimeError("no free block of 90 ports")
+
+CASES = ("camera", "inference", "fusion", "events", "recorder", "stall")
 #: case -> (cmdline pieces that identify the process, port offset of its own PUB endpoint)
 TARGETS = {
     "camera": (("acquisition.capture", "--camera", "cam_ne"), 1),
@@ -49,7 +63,9 @@ TARGETS = {
     "fusion": (("fusion.process",), 80),
     "events": (("events.process",), 81),
     "recorder": (("recorder.process",), 82),
+    "stall": (("acquisition.capture", "--camera", "cam_ne"), 1),  # SIGSTOP 2 s, then SIGCONT: a frozen camera
 }
+STALL_S = 2.0
 WORKER0_CAMERAS = ("cam_ne", "cam_nw")  # configs/synthetic.toml: workers = [["cam_ne", "cam_nw"], ...]
 
 
@@ -141,7 +157,12 @@ def run_case(case: str, args: argparse.Namespace, tmp: Path, env: dict[str, str]
             row["error"] = f"no process matching {pieces}"
             return row
         kill_ns = now_ns()
-        os.kill(target.pid, signal.SIGKILL)
+        if case == "stall":
+            os.kill(target.pid, signal.SIGSTOP)
+            listen(subs, obs, kill_ns + int(STALL_S * 1e9), counters)
+            os.kill(target.pid, signal.SIGCONT)
+        else:
+            os.kill(target.pid, signal.SIGKILL)
         listen(subs, obs, kill_ns + int(args.observe_s * 1e9), counters)
         _, err = demo.communicate(timeout=args.duration + 300)
         row["demo_exit"] = demo.returncode
@@ -155,11 +176,12 @@ def run_case(case: str, args: argparse.Namespace, tmp: Path, env: dict[str, str]
 
     after = [(t, c, v) for t, c, v in obs.pose3d if c > kill_ns]
     row["gap_3d_s"] = (after[0][0] - kill_ns) / 1e9 if after else None
-    need = {"camera": ("cam_ne",), "inference": WORKER0_CAMERAS}.get(case)
+    need = {"camera": ("cam_ne",), "stall": ("cam_ne",), "inference": WORKER0_CAMERAS}.get(case)
     if need:
         back = [t for t, _, v in after if all(c in v for c in need)]
         row["views_back_s"] = (back[0] - kill_ns) / 1e9 if back else None
-    stage_after = [t for t in obs.stage if t > kill_ns + 100_000_000]
+    # a stalled camera publishes nothing until it resumes
+    stage_after = [t for t in obs.stage if t > kill_ns + (int(STALL_S * 1e9) if case == "stall" else 100_000_000)]
     row["stage_back_s"] = (stage_after[0] - kill_ns) / 1e9 if stage_after else None
     before = [t for t, c, _ in obs.pose3d if c <= kill_ns]
     row["pose3d_before_after"] = (len(before), len(after))

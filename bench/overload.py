@@ -27,10 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from faults import Observation, listen, session_parts  # noqa: E402
+from faults import Observation, free_base_port, listen, session_parts  # noqa: E402
 from ratrig.clock import now_ns  # noqa: E402
 from ratrig.transport import ReceiveCounters, make_sub  # noqa: E402
-from tests.helpers import free_base_port  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
