@@ -121,3 +121,21 @@ def test_offline_cli_fits_a_model_the_run_and_the_live_stage_load(tmp_path):
     feats = pd.read_csv(tmp_path / "o" / "behaviour_features.csv")
     assert len(feats) == len(t) and set(feats["state"]) <= {0, 1, 2, 3}
     assert behaviour_main(["run", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 1
+
+
+def test_behaviour_config_errors_name_the_file_and_key(tmp_path):
+    from ratrig.config import ConfigError, load_config
+
+    from behaviour_helpers import write_rig
+
+    for body, key in (("[behaviour]\nwindow_s = 0\n", "behaviour.window_s"),
+                      ('[behaviour]\nlesion_side = "up"\n', "behaviour.lesion_side"),
+                      ("[behaviour]\nn_states = 1\n", "behaviour.n_states"),
+                      ("[behaviour]\nrotation_window_s = 3\n", "behaviour.rotation_window_s")):
+        path = write_rig(tmp_path / "rig.toml", 7400, body)
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        assert str(err.value).startswith(f"{path}: {key}"), str(err.value)
+    ok = load_config(write_rig(tmp_path / "ok.toml", 7400, '[behaviour]\nlesion_side = "left"\nmodel = "m.npz"\n'))
+    assert ok.behaviour.lesion_side == "left" and ok.behaviour.model == str(tmp_path / "m.npz")
+    assert not ok.behaviour.enabled  # off by default

@@ -117,7 +117,7 @@ def region_excess(proxies: Mapping[str, np.ndarray], region: str) -> tuple[np.nd
     return np.where(np.isfinite(best), best, np.nan), side
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+def true_runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """(T,) bool -> [(first, last + 1)] of each run of True."""
     m = np.concatenate([[False], mask, [False]])
     d = np.diff(m.astype(np.int8))
@@ -132,7 +132,7 @@ def detect_episodes(proxies: Mapping[str, np.ndarray], times_s: np.ndarray,
     out: list[DetectedEpisode] = []
     for region in REGIONS:
         ex, side = region_excess(proxies, region)
-        runs = _runs(np.nan_to_num(ex, nan=-np.inf) > params.threshold[region])
+        runs = true_runs(np.nan_to_num(ex, nan=-np.inf) > params.threshold[region])
         merged: list[list[int]] = []
         for a, b in runs:
             if merged and (t[a] - t[merged[-1][1] - 1]) <= params.merge_gap_s:
