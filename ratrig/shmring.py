@@ -55,9 +55,10 @@ class Lapped(RingError):
     """The slot no longer holds the frame the reader was told about: the writer lapped the reader."""
 
 
-def ring_name(base_port: int, camera: str) -> str:
-    """The shared-memory name of a camera's ring in a session (unique per base port and camera)."""
-    return f"ratrig{base_port}_{camera}"
+def ring_name(base_port: int, camera: str, pid: int) -> str:
+    """The shared-memory name of a camera's ring: unique per session (base port), camera and writer process
+    (a restarted camera process makes a new ring; readers attach to the name each message carries)."""
+    return f"ratrig{base_port}_{camera}_{pid}"
 
 
 def _align(n: int, to: int = 64) -> int:
