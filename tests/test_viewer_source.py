@@ -142,7 +142,7 @@ def test_a_slow_redraw_loop_still_shows_the_newest_frames():
         stop.set()
         if src is not None:
             src.close()
-        ctx.term()
+        ctx.destroy(linger=0)  # closes what a failed assertion left open (term() would wait forever)
         proc.join(10)
 
 
@@ -207,7 +207,7 @@ def test_fetch_directory_from_another_process_and_reconnect():
                 assert info.endpoints == reply["endpoints"]
                 assert info.rig == config_from_dict(cfg, file=f"directory tcp://127.0.0.1:{port} config")
         finally:
-            ctx.term()
+            ctx.destroy(linger=0)  # closes what a failed assertion left open (term() would wait forever)
     finally:
         proc.join(10)
         assert proc.exitcode == 0
@@ -221,7 +221,7 @@ def test_fetch_directory_times_out_with_a_clear_message():
             fetch_directory(ctx, "tcp://127.0.0.1:9", timeout_s=0.6)
         assert time.monotonic() - t0 < 3.0
     finally:
-        ctx.term()
+        ctx.destroy(linger=0)  # closes what a failed assertion left open (term() would wait forever)
 
 
 @pytest.mark.slow
@@ -269,7 +269,7 @@ def test_frozen_viewer_does_not_slow_the_publisher_or_cost_the_recorder_a_messag
         frozen.close()
         recorder.close(0)
     finally:
-        ctx.term()
+        ctx.destroy(linger=0)  # closes what a failed assertion left open (term() would wait forever)
         proc.join(10)
 
 
@@ -297,7 +297,7 @@ def test_live_source_keeps_newest_frame_and_every_pose():
         src.close()
         pub.close(0)
     finally:
-        ctx.term()
+        ctx.destroy(linger=0)  # closes what a failed assertion left open (term() would wait forever)
 
 
 def test_drain_under_a_flood_is_bounded_in_time_and_loses_nothing_it_keeps():
@@ -331,4 +331,4 @@ def test_drain_under_a_flood_is_bounded_in_time_and_loses_nothing_it_keeps():
         src.close()
         pub.close(0)
     finally:
-        ctx.term()
+        ctx.destroy(linger=0)  # closes what a failed assertion left open (term() would wait forever)
