@@ -13,7 +13,7 @@ from analysis.behaviour.offline import BehaviourParams, analyse
 from analysis.behaviour.proxies import binned_proxies, episode_proxy_means, match_episodes, proxies_from_features
 from behaviour_helpers import synthetic_input, write_pose_session
 from ratrig.skeleton import KEYPOINTS
-from synthetic.dyskinesia import Episode, apply_episodes, rotation_rate_deg_s, script_episodes
+from synthetic.dyskinesia import Episode, apply_episodes, rotation_rate_deg_s
 from synthetic.rat import simulate
 
 

@@ -106,11 +106,11 @@ def _rows(fn, *arrays: np.ndarray) -> np.ndarray:
     """
     out = np.empty(np.broadcast_shapes(*(a.shape for a in arrays)))
     for i in range(out.shape[0]):
-        out[i] = fn(*(_aligned(a[i]) for a in arrays))
+        out[i] = fn(*(aligned_copy(a[i]) for a in arrays))
     return out
 
 
-def _aligned(a: np.ndarray) -> np.ndarray:
+def aligned_copy(a: np.ndarray) -> np.ndarray:
     """A contiguous copy of `a` starting on a 64-byte boundary: where the SIMD code begins and the
     scalar code takes over depends on the array's alignment too."""
     buf = np.empty(a.size + 8)
@@ -221,8 +221,9 @@ def window_features(windows_mm: np.ndarray, times_s: np.ndarray, params: Feature
 
     Args:
         windows_mm: (N, R, 8, 3) world mm in REQUIRED_KEYPOINTS order, R = params.long_frames
-            frames ending at the described frame (the last R - window_frames frames feed only
-            `rotation_deg_s`); NaN = unseen or before the session started.
+            frames ending at the described frame (rotation, bend, twist and nose oscillation use
+            all R, the other features the last window_frames); NaN = unseen or before the session
+            started.
         times_s: (N, R) frame times, s (NaN before the session started).
         params: window lengths.
 

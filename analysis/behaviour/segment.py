@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.behaviour.features import FEATURE_NAMES
+from analysis.behaviour.features import FEATURE_NAMES, aligned_copy
 
 #: what the HMM sees: (name, how it is made from the features, log1p-scaled?)
 SEGMENT_FEATURES: tuple[tuple[str, bool], ...] = (
@@ -46,7 +46,8 @@ def segment_inputs(features: np.ndarray) -> np.ndarray:
     cols = []
     for name, log in SEGMENT_FEATURES:
         v = col[name]
-        cols.append(np.log1p(np.maximum(v, 0.0)) if log else v)
+        # log1p on an aligned copy: the fit's inputs must not depend on where numpy put the array
+        cols.append(np.log1p(aligned_copy(np.maximum(v, 0.0))) if log else v)
     return np.stack(cols, axis=1)
 
 
