@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import collections
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -224,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, from {','.join(STAGES)}")
     p.add_argument("--seed", type=int, default=15)
     p.add_argument("--before", default=None, metavar="REV", help="also count what REV's decoder did with them")
+    p.add_argument("--json", default=None, help="also write the rows (and the --before counts) here")
     args = p.parse_args(argv)
     os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -256,9 +258,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['rss_peak_mb']:>7.1f} {growth:>7.1f} {rate:>8}")
         ok &= r["counted"] == r["sent"] and r["alive"]
     print("\ngoal: counted == sent (every hostile message counted, none accepted), 0 crashes, RSS flat")
+    before = None
     if args.before:
-        c = decoder_before(args.before, args.messages, args.seed)
-        print(f"\ndecoder alone, same {args.messages} messages: now {c['now']}; at {args.before}: {c['before']}")
+        before = decoder_before(args.before, args.messages, args.seed)
+        print(f"\ndecoder alone, same {args.messages} messages: now {before['now']}; at {args.before}: {before['before']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"stages": rows, "decoder": before}, indent=2))
     return 0 if ok else 1
 
 

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--duration", type=float, default=40.0)
     p.add_argument("--window", type=float, default=10.0, help="latency window, s")
+    p.add_argument("--json", default=None, help="also write the figures here")
     args = p.parse_args(argv)
     env = dict(os.environ, NUMBA_CACHE_DIR=os.environ.get("NUMBA_CACHE_DIR", str(REPO / ".numba_cache")),
                TF_CPP_MIN_LOG_LEVEL="2")
@@ -77,12 +78,14 @@ def main(argv: list[str] | None = None) -> int:
           f"(absolute latencies are noisy)\n")
     print(f"{'window s':>10} {'3D sets':>8} {'latency p50 ms':>15} {'p99 ms':>8}")
     edges = np.arange(0, t_rel[-1] + args.window, args.window)
+    windows = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         m = (t_rel >= lo) & (t_rel < hi)
         if m.sum() < 5:
             continue
-        print(f"{lo:>4.0f}-{hi:<5.0f} {int(m.sum()):>8} {np.percentile(lat_ms[m], 50):>15.1f} "
-              f"{np.percentile(lat_ms[m], 99):>8.1f}")
+        windows.append({"from_s": float(lo), "sets": int(m.sum()), "p50_ms": float(np.percentile(lat_ms[m], 50)),
+                        "p99_ms": float(np.percentile(lat_ms[m], 99))})
+        print(f"{lo:>4.0f}-{hi:<5.0f} {int(m.sum()):>8} {windows[-1]['p50_ms']:>15.1f} {windows[-1]['p99_ms']:>8.1f}")
     print(f"\n{'camera':<8} {'captured':>9} {'published':>10} {'inferred':>9} {'skipped':>8} {'recorded':>9} {'lost':>5}")
     lost_total = 0
     for cam, c in s["cameras"].items():
@@ -94,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     received = sum(c.get("received", 0) for c in s["cameras"].values())
     print(f"\noffered / inferred: {received / max(inferred, 1):.2f}x; recorder lost {lost_total} frames "
           f"(goal 0); summary latency capture_to_3d {s['latency_ms'].get('capture_to_3d')}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "windows": windows, "offered_over_inferred": received / max(inferred, 1), "recorder_lost": lost_total,
+            "skipped": sum(c.get("skipped", 0) for c in s["cameras"].values()),
+            "published": sum(c.get("published", 0) for c in s["cameras"].values())}, indent=2))
     return 0
 
 
