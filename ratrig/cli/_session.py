@@ -174,9 +174,9 @@ def plan(rig: RigConfig, config_path: Path, opts: SessionOptions) -> tuple[list[
             consumers.append(ProcessSpec(f"inference/{j}", "inference.worker", cfg + ("--worker", str(j)),
                                          restart=True))
         if rig.fusion.enabled and rig.calibration.file and stage_available("fusion.process"):
-            consumers.append(ProcessSpec("fusion", "fusion.process", cfg, restart=True))
+            consumers.append(ProcessSpec("fusion", "fusion.process", cfg, restart=True, backoff_s=0.1))
             if rig.events.enabled and stage_available("events.process"):
-                consumers.append(ProcessSpec("events", "events.process", cfg, restart=True))
+                consumers.append(ProcessSpec("events", "events.process", cfg, restart=True, backoff_s=0.1))
             if rig.behaviour.enabled and stage_available("analysis.behaviour.process"):
                 check_behaviour(rig)  # off by default: [behaviour] enabled = true starts it
                 consumers.append(ProcessSpec("behaviour", "analysis.behaviour.process", cfg, restart=True))
