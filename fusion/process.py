@@ -15,6 +15,8 @@ monotonic clock, see `ratrig.clock`) and per-stage stamps in `stamps_ns`:
     fusion_last_in     arrival of its last view
     fusion_set         when the synchroniser released the frame set
     fusion_triangulated, fusion_filtered, fusion_published
+                       (prediction, triangulation and filter run as one compiled call, `fuse_kernel`:
+                       fusion_triangulated marks its end; fusion_filtered after the floor points)
 
 so a subscriber computes end-to-end latency as ``now_ns() - capture_ns`` and each stage's share
 from the stamps. `filtered_mm` is the Kalman estimate extrapolated `predicted_ahead_ms` past the
