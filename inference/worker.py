@@ -34,7 +34,7 @@ from inference.moments import MomentSelector, PendingFrame
 from ratrig.clock import now_ns
 from ratrig.config import ConfigError, Endpoints, RigConfig, load_config
 from ratrig.messages import FramePacket, FrameRefPacket, Keypoints2DPacket, StatsPacket
-from ratrig.shmring import FrameRingReader, FrameView, RingError
+from ratrig.shmring import FrameRingReader, FrameView, RingError, ring_name
 from ratrig.stats import LatencyWindow, RateMeter, install_stop_handlers
 from ratrig.transport import ReceiveCounters, drain_newest, make_pub, make_sub, send_packet
 
@@ -113,6 +113,8 @@ class Worker:
         self.last_error = ""
         self._last_stats_ns = 0
         self.rings: dict[str, FrameRingReader] = {}  # camera -> its ring (shared-memory mode)
+        # a camera's rings are named for this session and camera (ratrig.shmring.ring_name + its pid)
+        self._ring_prefix = {c: ring_name(rig.network.base_port, c, 0)[:-1] for c in self.cameras}
         self._views: dict[str, dict[int, FrameView]] = {}  # camera -> ring sequence -> frame in place
 
     def receive(self, timeout_ms: int) -> None:
@@ -139,6 +141,12 @@ class Worker:
     def _from_ring(self, ref: FrameRefPacket, st: CameraStats) -> FramePacket | None:
         """A FramePacket whose image is the frame in place in its camera's ring (no copy), or None
         if the ring cannot be read or the camera already overwrote the frame (counted)."""
+        if not ref.ring.startswith(self._ring_prefix[ref.camera]):
+            st.ring_errors += 1
+            if st.ring_errors <= 5:
+                log.error("%s: camera %s announces ring %r, expected one named %s<pid>", self.process, ref.camera,
+                          ref.ring[:80], self._ring_prefix[ref.camera])
+            return None
         reader = self.rings.get(ref.camera)
         if reader is None or reader.name != ref.ring:  # first frame, or a restarted camera's new ring
             if reader is not None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import mmap
 import os
 import platform
+import re
 import struct
 from dataclasses import dataclass, field
 from multiprocessing import shared_memory
@@ -45,6 +46,7 @@ _HEADER = struct.Struct("<8sIIIIII")  # magic, version, slots, height, width, ch
 _DTYPES = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16)}
 _DTYPE_CODES = {v: k for k, v in _DTYPES.items()}
 _TSO_MACHINES = {"x86_64", "amd64", "i386", "i686", "x86"}
+_NAME = re.compile(r"[A-Za-z0-9_\-]{1,200}")
 
 
 class RingError(RuntimeError):
@@ -169,6 +171,8 @@ class _Attached:
     """
 
     def __init__(self, name: str) -> None:
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise RingError(f"ring {str(name)[:80]!r}: expected a name of 1-200 letters, digits, '_' or '-'")
         try:
             if os.name != "posix":
                 raise RingError(f"ring {name}: shared-memory rings are implemented for POSIX systems only")
@@ -178,6 +182,8 @@ class _Attached:
         except FileNotFoundError:
             raise RingError(f"ring {name}: no such shared-memory block (has the camera process started, on this "
                             f"host?)") from None
+        except OSError as e:
+            raise RingError(f"ring {name}: cannot open the shared-memory block: {e}") from None
         try:
             self.size = os.fstat(fd).st_size
             self._mmap = mmap.mmap(fd, self.size, prot=mmap.PROT_READ) if self.size else None

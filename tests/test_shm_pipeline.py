@@ -13,7 +13,7 @@ import zmq
 
 from ratrig.config import Endpoints, load_config
 from ratrig.messages import FramePacket, FrameRefPacket, Keypoints2DPacket
-from ratrig.shmring import FrameRingReader, FrameRingWriter, RingError
+from ratrig.shmring import FrameRingReader, FrameRingWriter, RingError, ring_name
 from ratrig.transport import ReceiveCounters, make_pub, make_sub, recv_packet, send_packet
 
 from tests.helpers import PYTHON, REPO, video_rig_toml
@@ -79,7 +79,7 @@ def test_worker_runs_frames_in_place_and_drops_the_ones_it_was_lapped_on(tmp_pat
     ep = Endpoints(rig)
     ctx = zmq.Context()
     cams = {c: make_pub(ctx, ep.bind(f"camera/{c}")) for c in ("c0", "c1")}
-    rings = {c: FrameRingWriter(f"rrworker{os.getpid()}_{c}", 4, (480, 640, 3)) for c in cams}
+    rings = {c: FrameRingWriter(ring_name(rig.network.base_port, c, os.getpid()), 4, (480, 640, 3)) for c in cams}
     sub = make_sub(ctx, [ep.connect("inference/0")], [b"pose2d/", b"stats/"])
     proc = subprocess.Popen([PYTHON, "-m", "inference.worker", "--config", str(cfg_path), "--worker", "0"],
                             cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -132,6 +132,18 @@ def test_worker_runs_frames_in_place_and_drops_the_ones_it_was_lapped_on(tmp_pat
         got, _ = _collect(sub, 0.5)
         kps += got
         assert any(q.frame_index > lapped_k for q in kps)
+        # a reference to a ring that is not this camera's (another session's, or a hostile name): refused
+        with FrameRingWriter(f"rrother{os.getpid()}", 4, (480, 640, 3)) as other:
+            for name, ring in (("c0", other), ("c1", rings["c0"])):
+                slot, seq = ring.write(np.zeros((480, 640, 3), np.uint8))
+                send_packet(cams[name], FrameRefPacket(name, k, time.monotonic_ns(), ring.name, slot, seq, 480, 640, 3))
+            got, _ = _collect(sub, 0.5)  # (the worker takes only the newest message of a socket per drain)
+            send_packet(cams["c0"], FrameRefPacket("c0", k, time.monotonic_ns(), "../../etc/passwd", 0, 0, 480, 640, 3))
+            more, stats = _collect(sub, 1.0)
+            got += more
+        assert not any(q.frame_index == k for q in got)
+        last = [s for s in stats if s.process == "inference/0"][-1].stats
+        assert last["cameras"]["c0"]["ring_errors"] == 2 and last["cameras"]["c1"]["ring_errors"] == 1
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
         # the worker only attached: the rings are still the writer's

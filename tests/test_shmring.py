@@ -74,6 +74,9 @@ def test_errors_name_the_ring():
             FrameRingWriter(name, 3, SHAPE)
         with pytest.raises(RingError, match=r"frame \(10, 10, 3\) uint8, expected \(48, 64, 3\)"):
             w.write(np.zeros((10, 10, 3), np.uint8))
+    for bad in ("../etc/passwd", "", "x" * 300):
+        with pytest.raises(RingError, match="expected a name of 1-200 letters"):
+            FrameRingReader(bad)
     with pytest.raises(RingError, match="at least 2 slots"):
         FrameRingWriter(unique("one"), 1, SHAPE)
     with pytest.raises(RingError, match="expected uint8 or uint16"):
