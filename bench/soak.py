@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 t_start = t_start or obs.pose3d[0][0]
                 t_min = (now_ns() - t_start) / 60e9
+                if t_min > args.minutes - 0.1:
+                    continue  # the session is stopping: processes exit one by one
                 for proc in [root, *root.children(recursive=True)]:
                     try:
                         name = process_name(proc.cmdline())
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"curve: {args.png}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rss": rows, "latency_p99": windows, "dropped": dropped,
-                                               "recorder_lost": published - written}, indent=2))
+                                               "recorder_lost": published - written, "series": rss}, indent=2))
     return 0
 
 
