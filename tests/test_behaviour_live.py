@@ -153,7 +153,10 @@ def test_live_process_on_sockets_equals_offline(tmp_path):
     assert ready == off.fit_frames + 1 and (live_states[:ready] == -1).all()
     assert stats[-1]["first_state_frame"] == ready
     assert np.array_equal(live_states[ready:], off.states[ready:])
-    assert all(np.array_equal(got[i].state_probs, off.posteriors[i]) for i in range(ready, len(packets)))
+    # probabilities: equal to float rounding (how many frame sets the catch-up after the background fit
+    # handles at once depends on timing; a loaded CI machine gave last-bit differences)
+    probs = np.array([got[i].state_probs for i in range(ready, len(packets))])
+    assert np.allclose(probs, off.posteriors[ready:len(packets)], rtol=1e-9, atol=1e-12)
     assert len(np.unique(live_states[ready:])) >= 2
     assert stats[-1]["frames"] == len(packets) and stats[-1]["segmenter"] == "fitted"
     assert stats[-1]["capture_to_behaviour_ms"]["p50"] >= 0
