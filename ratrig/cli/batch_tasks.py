@@ -26,7 +26,7 @@ import socket
 import time
 import traceback
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -374,17 +374,12 @@ def _analyze(task: Task, rec: dict[str, Any], t0: float) -> dict[str, Any]:
     args = argparse.Namespace(result=o.get("result"), coords=o.get("coords", "auto"), fps=o.get("fps"))
     params = AnalysisParams(gait=GaitParams(reference_speed_mm_s=o["reference_speed"]))
     session, result = analyse_path(task.session, dict(o.get("overrides") or {}), app, args, params)
-    final = Path(task.target)
-    stage = final.parent / f".{final.name}.batch-{uuid.uuid4().hex[:12]}"
-    try:
+
+    def write(stage: Path) -> str:
         write_session(result, stage, not o.get("no_report", False))
-        line = f"{session.n_frames} frames, {one_line(result.summary)}"
-        done = dict(rec, status="done", result=str(final), line=line, elapsed_s=round(time.monotonic() - t0, 3))
-        atomic_write_text(stage / BATCH_FILE, json.dumps(done, indent=2, default=str))
-        replace_dir(stage, final)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    return {"status": "done", "result": str(final), "line": line}
+        return f"{session.n_frames} frames, {one_line(result.summary)}"
+
+    return _write_hidden_then_rename(Path(task.target), rec, t0, write)
 
 
 def _triangulate(task: Task, rec: dict[str, Any], t0: float) -> dict[str, Any]:
@@ -397,11 +392,18 @@ def _triangulate(task: Task, rec: dict[str, Any], t0: float) -> dict[str, Any]:
     for k in ("config", "keypoint_map"):
         o[k] = Path(o[k]) if o.get(k) else None
     options = options_from_args(argparse.Namespace(**o))
-    final = Path(task.target)
+    return _write_hidden_then_rename(
+        Path(task.target), rec, t0,
+        lambda stage: f"{triangulate_files(calibration, Path(task.session), stage, options).get('frames')} frames")
+
+
+def _write_hidden_then_rename(final: Path, rec: dict[str, Any], t0: float,
+                              write: Callable[[Path], str]) -> dict[str, Any]:
+    """Run `write(stage) -> summary line` into a hidden folder beside `final`, add its batch record,
+    and rename it into place: a killed worker never leaves a partial result under `final`."""
     stage = final.parent / f".{final.name}.batch-{uuid.uuid4().hex[:12]}"
     try:
-        summary = triangulate_files(calibration, Path(task.session), stage, options)
-        line = f"{summary.get('frames')} frames"
+        line = write(stage)
         done = dict(rec, status="done", result=str(final), line=line, elapsed_s=round(time.monotonic() - t0, 3))
         atomic_write_text(stage / BATCH_FILE, json.dumps(done, indent=2, default=str))
         replace_dir(stage, final)
