@@ -9,6 +9,9 @@ Keys (a stage that did not run leaves its keys out rather than writing zeros):
     behaviour.{frame_sets, fps, segmenter, fit_s}                ([behaviour] enabled only)
     accuracy.pose2d_error_px.{median, p95}                       (synthetic rig only)
     accuracy.pose3d_error_mm.{raw, filtered}.{median, p95}       (synthetic rig only)
+    accuracy.pose3d_coverage.{raw, filtered, n}                  (synthetic rig only: keypoint-moments the
+                                                                 truth shows in >= 2 cameras; sampled moments)
+    accuracy.pose3d_coverage_seen_by_1 / _seen_by_0 / _all_keypoints   (see synthetic/evaluate.py)
     events.touchdown.{precision, recall, timing_error_ms_median} (synthetic rig only)
     processes.<name>.{state, restarts, exit_codes}
     problems: [lines]

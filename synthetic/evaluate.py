@@ -9,7 +9,14 @@ the running figures as stats/evaluator:
     accuracy.pose2d_error_px.{median, p95, n}           visible keypoints with a finite prediction,
                                                         on every 6th moment (visibility costs ~0.7 ms a view)
     accuracy.pose3d_error_mm.{raw, filtered}.{median, p95, n}
-    accuracy.pose3d_coverage.{raw, filtered}            fraction of true keypoints with a 3D estimate
+    accuracy.pose3d_coverage.{raw, filtered, n}         fraction with a 3D estimate of the keypoint-moments
+                                                        the ground truth shows in >= 2 cameras (the issue's
+                                                        coverage; on the same every-6th-moment subsample,
+                                                        reusing the 2D visibility)
+    accuracy.pose3d_coverage_seen_by_1.{raw, filtered, n}   the same for keypoints seen by exactly 1 camera
+    accuracy.pose3d_coverage_seen_by_0.{raw, filtered, n}   ... and by none (hidden from every camera)
+    accuracy.pose3d_coverage_all_keypoints.{raw, filtered}  fraction of ALL keypoint-moments (every moment)
+                                                            with a 3D estimate, whether seen or not
     events.touchdown.{precision, recall, timing_error_ms_median, n_true, n_detected}
 """
 from __future__ import annotations
@@ -50,6 +57,8 @@ class Evaluator:
         self.err3d_raw: list[float] = []
         self.err3d_filt: list[float] = []
         self.n3d = {"raw": 0, "filtered": 0, "total": 0}
+        # keypoint-moments by how many cameras the truth shows them in (0, 1, >= 2): [raw, filtered, total]
+        self.cov_by_seen = np.zeros((3, 3), np.int64)
         self.touchdowns: list[EventPacket] = []
         self.t0_ns: int | None = None
         self.fps = truth.trajectory.fps
@@ -61,6 +70,19 @@ class Evaluator:
         order = [self.truth.trajectory.keypoint_names.index(n) for n in names]
         return kp[order]
 
+    def _visibility(self, camera: str, k: int, names: tuple[str, ...]) -> np.ndarray:
+        """(K,) bool: the truth shows keypoints `names` in `camera` at moment k (cached per camera and row)."""
+        key = (camera, self.truth.row(k))
+        full = self._vis_cache.get(key)
+        if full is None:
+            full = np.asarray(self.renderer.visibility(camera, self.truth.keypoints_mm(k), self.truth.extra_mm(k)), bool)
+            self._vis_cache[key] = full
+        return full[[self.truth.trajectory.keypoint_names.index(n) for n in names]]
+
+    def seen_by(self, k: int, names: tuple[str, ...]) -> np.ndarray:
+        """(K,) number of the truth's cameras that show each keypoint at moment k."""
+        return np.sum([self._visibility(c, k, names) for c in self.truth.calibration.names], axis=0)
+
     def add_pose2d(self, p: Keypoints2DPacket) -> None:
         k = p.frame_index
         self.max_frame = max(self.max_frame, k)
@@ -69,13 +91,7 @@ class Evaluator:
         cam = self.truth.calibration.camera(p.camera)
         truth_mm = self._true(p.keypoint_names, k)
         truth_px = cam.project(truth_mm)
-        key = (p.camera, self.truth.row(k))
-        vis = self._vis_cache.get(key)
-        if vis is None:
-            full = self.renderer.visibility(p.camera, self.truth.keypoints_mm(k), self.truth.extra_mm(k))
-            order = [self.truth.trajectory.keypoint_names.index(n) for n in p.keypoint_names]
-            vis = np.asarray(full)[order]
-            self._vis_cache[key] = vis
+        vis = self._visibility(p.camera, k, p.keypoint_names)
         pred = np.asarray(p.keypoints, float)[:, :2]
         err = np.linalg.norm(pred - truth_px, axis=1)
         ok = vis & np.isfinite(err)
@@ -100,6 +116,10 @@ class Evaluator:
         self.n3d["raw"] += int(np.isfinite(raw_err).sum())
         self.n3d["filtered"] += int(np.isfinite(filt_err).sum())
         self.n3d["total"] += len(raw_err)
+        if k % self.every_2d == 0:  # the 2D subsample: its visibility is cached (or is computed once here)
+            cls = np.minimum(self.seen_by(k, p.keypoint_names), 2)
+            for found, col in ((np.isfinite(raw_err), 0), (np.isfinite(filt_err), 1), (np.ones_like(cls, bool), 2)):
+                self.cov_by_seen[:, col] += np.bincount(cls[found], minlength=3)
 
     def add_event(self, e: EventPacket) -> None:
         if e.name == "touchdown":
@@ -122,7 +142,12 @@ class Evaluator:
             acc["pose2d_error_px"] = _pct(self.err2d)
         if self.n3d["total"]:
             acc["pose3d_error_mm"] = {"raw": _pct(self.err3d_raw), "filtered": _pct(self.err3d_filt)}
-            acc["pose3d_coverage"] = {k: round(self.n3d[k] / self.n3d["total"], 4) for k in ("raw", "filtered")}
+            for key, row in (("pose3d_coverage", 2), ("pose3d_coverage_seen_by_1", 1), ("pose3d_coverage_seen_by_0", 0)):
+                raw, filt, total = (int(v) for v in self.cov_by_seen[row])
+                if total:
+                    acc[key] = {"raw": round(raw / total, 4), "filtered": round(filt / total, 4), "n": total}
+            acc["pose3d_coverage_all_keypoints"] = {
+                k: round(self.n3d[k] / self.n3d["total"], 4) for k in ("raw", "filtered")}
         out: dict[str, Any] = {"accuracy": acc}
         try:
             td = self.touchdown_accuracy() if self.touchdowns else None

@@ -33,6 +33,9 @@ def test_demo_runs_every_stage_and_writes_the_summary(tmp_path):
     assert acc["pose2d_error_px"]["median"] < 8
     assert acc["pose3d_error_mm"]["raw"]["median"] < 25
     assert acc["pose3d_error_mm"]["filtered"]["median"] < 25
+    # coverage of the keypoint-moments the truth shows in >= 2 cameras, and the old all-keypoint figure
+    assert acc["pose3d_coverage"]["n"] > 0 and 0.5 < acc["pose3d_coverage"]["filtered"] <= 1.0
+    assert acc["pose3d_coverage"]["raw"] >= acc["pose3d_coverage_all_keypoints"]["raw"]
     assert "touchdown" in s["events"] and s["events"]["counts"]["touchdown"] > 0
     assert s["model"]["engine"] == "tensorflow" and len(s["model"]["sha256"]) == 64
     assert {p["state"] for p in s["processes"].values()} == {"stopped"}

@@ -36,7 +36,43 @@ def test_exact_outputs_score_zero_and_offsets_score_their_size():
     assert rep["pose2d_error_px"]["n"] < 4 * 10 * 8  # hidden keypoints are left out
     assert abs(rep["pose3d_error_mm"]["raw"]["median"] - 2.0) < 1e-9
     assert rep["pose3d_error_mm"]["filtered"]["median"] < 1e-9
-    assert rep["pose3d_coverage"] == {"raw": 1.0, "filtered": 1.0}
+    assert rep["pose3d_coverage_all_keypoints"] == {"raw": 1.0, "filtered": 1.0}
+    assert rep["pose3d_coverage"]["raw"] == 1.0 and rep["pose3d_coverage"]["n"] > 0
+
+
+class FixedVisibility:
+    """A renderer stand-in whose visibility is a fixed table: camera -> keypoint indices shown."""
+
+    def __init__(self, shown: dict[str, list[int]]) -> None:
+        self.shown = shown
+        self.calls = 0
+
+    def visibility(self, camera, keypoints_mm, extra_mm):  # noqa: ANN001
+        self.calls += 1
+        vis = np.zeros(len(keypoints_mm), bool)
+        vis[self.shown[camera]] = True
+        return vis
+
+
+def test_coverage_is_split_by_how_many_cameras_show_the_keypoint():
+    rig, truth, _ = make()
+    # seen by: kp0 4 cameras, kp1 2, kp2 1, kp3 1, kp4-7 none
+    shown = {"cam_ne": [0, 1, 2], "cam_nw": [0, 1], "cam_sw": [0], "cam_se": [0, 3]}
+    renderer = FixedVisibility(shown)
+    ev = Evaluator(truth, renderer, rig.keypoints, every_2d=2)
+    names = tuple(KEYPOINTS)
+    for k in range(100, 104):  # moments 100 and 102 are in the subsample, 101 and 103 only in the all-figure
+        kp = truth.keypoints_mm(k)
+        raw = kp.copy()
+        raw[[1, 3, 5, 6, 7]] = np.nan  # found: kp0 (4 cams), kp2 (1 cam), kp4 (0 cams)
+        ev.add_pose3d(Pose3DPacket(k, 0, names, truth.calibration.names, raw, kp.copy(), np.zeros(8),
+                                   np.full(8, 4, np.int8), np.ones(8), frame_indices={"cam_ne": k}))
+    rep = ev.report()["accuracy"]
+    assert rep["pose3d_coverage"] == {"raw": 0.5, "filtered": 1.0, "n": 4}  # kp0, kp1 at 2 moments
+    assert rep["pose3d_coverage_seen_by_1"] == {"raw": 0.5, "filtered": 1.0, "n": 4}  # kp2, kp3
+    assert rep["pose3d_coverage_seen_by_0"] == {"raw": 0.25, "filtered": 1.0, "n": 8}  # kp4-7
+    assert rep["pose3d_coverage_all_keypoints"] == {"raw": 0.375, "filtered": 1.0}
+    assert renderer.calls == 8  # 4 cameras x the 2 subsampled moments, nothing for 101 and 103
 
 
 def test_live_camera_renders_the_truth_of_its_frame():
