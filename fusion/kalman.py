@@ -425,6 +425,10 @@ class KalmanFilter3D:
         """(accel_var (K,), the scalar options in kernel order, tau (K,)): the motion and noise model."""
         return self._accel_var, self._params, self._tau
 
+    def report_max_var(self) -> float:
+        """The variance (mm^2, largest axis) above which `finish` reports an estimate as NaN; -1: none."""
+        return -1.0 if self._report_max_var is None else self._report_max_var
+
     def new_output(self) -> tuple[np.ndarray, ...]:
         """Fresh (filtered, predicted, variance, velocity (K, 3) each, status (K,) int8) for one step."""
         k = self.n_keypoints

@@ -44,7 +44,6 @@ from fusion.sync import FrameSet, FrameSynchronizer, SyncOptions
 from fusion.triangulate import (
     RigGeometry,
     TriangulationOptions,
-    TriangulationResult,
     triangulate_kernel,
 )
 from ratrig.camera import Calibration
@@ -56,29 +55,77 @@ log = logging.getLogger("fusion")
 PROCESS_NAME = "fusion"
 
 
+#: fuse_kernel's scalar settings, in the order of its `scalars` array
+_SCALARS = (
+    "min_likelihood", "weighted", "outlier_px", "max_error_px", "exhaustive_max", "greedy_k", "prior_ambiguity_mm",
+    "max_iter", "tol", "meas_var0", "mm_per_px", "min_score", "init_vel_var", "gate2", "reinit_after",
+    "max_coast_s", "max_speed", "two_view_factor", "report_max_var", "t_s", "dt", "lead_s",
+)
+_T_S, _DT, _LEAD_S = (_SCALARS.index(n) for n in ("t_s", "dt", "lead_s"))
+
+
 @njit(cache=True, error_model="numpy")
 def fuse_kernel(
-    kmat, kinv, dist, ext, points_px, likelihood, min_likelihood, weighted, outlier_px, max_error_px, exhaustive_max,
-    greedy_k, prior_ambiguity_mm, max_iter, tol, pos, vel, cov, active, last_update_s, rejections, cand, cand_t_s,
-    t_s, dt, accel_var, meas_var0, mm_per_px, min_score, init_vel_var, gate2, reinit_after, max_coast_s, max_speed,
-    two_view_factor, tau, lead_s, gated_total, prior, raw_xyz, raw_err, raw_n, raw_score, raw_used, meas_xyz,
-    meas_err, meas_n, meas_score, meas_used, filtered, predicted, var, velo, status,
+    kmat, kinv, dist, ext, xyl, scalars, pos, vel, cov, active, last_update_s, rejections, cand, cand_t_s,
+    accel_var, tau, gated_total, raw_xyz, raw_err, raw_n, raw_score, estimate,
 ):  # pragma: no cover - compiled
     """One frame set in one compiled call: the filter's prediction (the prior), `triangulate_kernel`
-    (raw and prior-tracked), `kalman_step_kernel` on the tracked measurement. The same kernels as
+    (raw and prior-tracked), `kalman_step_kernel` on the tracked measurement, then the vague
+    estimates set to NaN (`KalmanFilter3D.finish`). The same kernels as
     `KalmanFilter3D.predict_position`, `triangulate_tracked` and `KalmanFilter3D.step`, without
-    three round trips through Python (see their docstrings for the arguments)."""
+    round trips through Python (see their docstrings for the arguments).
+
+    xyl (C, K, 3): x px, y px, likelihood per camera and keypoint (NaN = no view), as
+    `FusionPipeline.frame_set_xyl` builds it. scalars (len(_SCALARS),) float64: the triangulation
+    and filter settings, this step's time, dt and lead (report_max_var < 0: report every estimate).
+    Writes raw_* (this frame set's triangulation; raw_n any integer dtype) and estimate (K, 3): the
+    filter's estimate at the capture time, or predicted lead_s ahead when lead_s > 0. Few arguments
+    on purpose: each costs Python ~0.13 us to pass, and scratch arrays are allocated here instead.
+    """
+    n_cams, n_kp = xyl.shape[0], xyl.shape[1]
+    points_px = np.empty((n_cams, n_kp, 2))
+    likelihood = np.empty((n_cams, n_kp))
+    for c in range(n_cams):
+        for k in range(n_kp):
+            points_px[c, k, 0] = xyl[c, k, 0]
+            points_px[c, k, 1] = xyl[c, k, 1]
+            likelihood[c, k] = xyl[c, k, 2]
+    min_likelihood, weighted, outlier_px, max_error_px = scalars[0], scalars[1] != 0.0, scalars[2], scalars[3]
+    exhaustive_max, greedy_k, prior_ambiguity_mm = int(scalars[4]), int(scalars[5]), scalars[6]
+    max_iter, tol = int(scalars[7]), scalars[8]
+    meas_var0, mm_per_px, min_score, init_vel_var, gate2 = scalars[9], scalars[10], scalars[11], scalars[12], scalars[13]
+    reinit_after, max_coast_s, max_speed, two_view_factor = int(scalars[14]), scalars[15], scalars[16], scalars[17]
+    report_max_var, t_s, dt, lead_s = scalars[18], scalars[19], scalars[20], scalars[21]
+    prior = np.empty((n_kp, 3))
     predict_kernel(pos, vel, cov, active, accel_var, tau, dt, prior_ambiguity_mm * prior_ambiguity_mm, prior)
+    raw_used = np.empty((n_cams, n_kp), np.bool_)
+    meas_xyz = np.empty((n_kp, 3))
+    meas_err = np.empty(n_kp)
+    meas_n = np.empty(n_kp, np.int64)
+    meas_score = np.empty(n_kp)
+    meas_used = np.empty((n_cams, n_kp), np.bool_)
     triangulate_kernel(
         kmat, kinv, dist, ext, points_px, likelihood, min_likelihood, weighted, outlier_px, max_error_px,
         exhaustive_max, greedy_k, prior, prior_ambiguity_mm, max_iter, tol, raw_xyz, raw_err, raw_n, raw_score,
         raw_used, meas_xyz, meas_err, meas_n, meas_score, meas_used,
     )
+    filtered = np.empty((n_kp, 3))
+    predicted = np.empty((n_kp, 3))
+    var = np.empty((n_kp, 3))
+    velo = np.empty((n_kp, 3))
+    status = np.empty(n_kp, np.int8)
     kalman_step_kernel(
         pos, vel, cov, active, last_update_s, rejections, cand, cand_t_s, t_s, dt, meas_xyz, meas_err, meas_score,
         meas_n, accel_var, meas_var0, mm_per_px, min_score, init_vel_var, gate2, reinit_after, max_coast_s,
         max_speed, two_view_factor, tau, lead_s, filtered, predicted, var, velo, status, gated_total,
     )
+    src = predicted if lead_s > 0.0 else filtered
+    r = report_max_var
+    for k in range(n_kp):
+        # a NaN variance is vague too, as `KalmanFilter3D.finish` has it
+        vague = r >= 0.0 and not (var[k, 0] <= r and var[k, 1] <= r and var[k, 2] <= r)
+        for a in range(3):
+            estimate[k, a] = np.nan if vague else src[k, a]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +182,17 @@ class FusionPipeline:
                           float(t.max_reprojection_error_px), int(t.exhaustive_max_views), int(t.greedy_candidates),
                           float(t.prior_ambiguity_mm), int(t.undistort_max_iter), float(t.undistort_tol))
         self._cam_index = {c: i for i, c in enumerate(self.rig.camera_names)}
+        # fuse_kernel's arguments that never change (the arrays are updated in place); `_scalars`
+        # gets each frame set's time, dt and lead written into it
+        kf, rig = self.kalman, self.rig
+        accel_var, params, tau = kf.kernel_model()
+        self._kernel_head = (rig.matrix, rig.matrix_inv, rig.dist, rig.extrinsic)
+        self._kernel_tail = (*kf.kernel_state(), accel_var, tau, kf.gated_total)
+        self._scalars = np.array([*self._tri_args, *params, kf.report_max_var(), 0.0, 0.0, 0.0], np.float64)
+        assert self._scalars.shape == (len(_SCALARS),)
+        self._nan_xyl = np.full((rig.n_cameras, len(self.keypoint_names), 3), np.nan)
+        pa = options.predict_ahead_ms
+        self._fixed_ahead_s = None if pa == "auto" else float(pa) * 1e-3
         self._kp_maps: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
         self._latency_ms: deque[float] = deque(maxlen=options.latency_window)
         self._compute_us: deque[float] = deque(maxlen=300)
@@ -148,29 +206,26 @@ class FusionPipeline:
 
     def add(self, packet: Keypoints2DPacket, arrival_ns: int) -> list[Pose3DPacket]:
         """Feed one camera's 2D result; returns the 3D poses of the frame sets it completes."""
-        shape = np.shape(packet.keypoints)
+        kp = packet.keypoints
+        shape = kp.shape if isinstance(kp, np.ndarray) else np.shape(kp)
         if shape != (len(packet.keypoint_names), 3):
             self.bad_packets += 1
             log.warning("camera %s frame %s: keypoints shape %s does not match %d names, dropped",
                         packet.camera, packet.frame_index, shape, len(packet.keypoint_names))
             return self.poll(arrival_ns)
         sets = self.sync.add(packet.camera, packet.capture_ns, packet, arrival_ns)
-        return [self._fuse(fs) for fs in sets] if sets else []
+        if not sets:
+            return sets
+        return [self._fuse(fs) for fs in sets]
 
     def warm_up(self) -> None:
         """Load (or compile) the compiled kernels now, on scratch copies of the state: the first frame
         set must not wait for them."""
-        kf = self.kalman
         n_cams, n_kp = self.rig.n_cameras, len(self.keypoint_names)
-        pts = np.full((n_cams, n_kp, 2), np.nan)
-        like = np.full((n_cams, n_kp), np.nan)
-        state = tuple(a.copy() for a in kf.kernel_state())
-        accel_var, params, tau = kf.kernel_model()
-        outs = [np.empty((n_kp, 3)), np.empty(n_kp), np.empty(n_kp, np.int64), np.empty(n_kp),
-                np.empty((n_cams, n_kp), np.bool_)] * 2
-        fuse_kernel(self.rig.matrix, self.rig.matrix_inv, self.rig.dist, self.rig.extrinsic, pts, like,
-                    *self._tri_args, *state, 0.0, 0.0, accel_var, *params, tau, 0.0, kf.gated_total.copy(),
-                    np.empty((n_kp, 3)), *outs, *kf.new_output())
+        xyl = np.full((n_cams, n_kp, 3), np.nan)
+        tail = tuple(a.copy() for a in self._kernel_tail)
+        fuse_kernel(*self._kernel_head, xyl, self._scalars.copy(), *tail, np.empty((n_kp, 3)), np.empty(n_kp),
+                    np.empty(n_kp, np.int8), np.empty(n_kp), np.empty((n_kp, 3)))
 
     def poll(self, now: int) -> list[Pose3DPacket]:
         """Frame sets whose deadline passed (late or dead cameras); call when idle."""
@@ -196,19 +251,25 @@ class FusionPipeline:
             self._kp_maps[names] = m
         return m
 
-    def frame_set_arrays(self, fs: FrameSet) -> tuple[np.ndarray, np.ndarray]:
-        """FrameSet -> (C, K, 2) points px and (C, K) likelihood, NaN for absent views/keypoints."""
-        xyl = np.full((self.rig.n_cameras, len(self.keypoint_names), 3), np.nan)
+    def frame_set_xyl(self, fs: FrameSet) -> np.ndarray:
+        """FrameSet -> (C, K, 3) x px, y px, likelihood per camera and keypoint, NaN for absent views
+        and keypoints."""
+        xyl = self._nan_xyl.copy()
         ours = self.keypoint_names
+        cam_index = self._cam_index
         for cam, view in fs.views.items():
             pkt: Keypoints2DPacket = view.payload
-            c = self._cam_index[cam]
             names = pkt.keypoint_names
             if names is ours or names == ours:  # the usual case: the model's keypoints are the rig's
-                xyl[c] = pkt.keypoints
+                xyl[cam_index[cam]] = pkt.keypoints
             else:
                 src, dst = self._keypoint_map(tuple(names))
-                xyl[c, dst] = np.asarray(pkt.keypoints, np.float64)[src]
+                xyl[cam_index[cam], dst] = np.asarray(pkt.keypoints, np.float64)[src]
+        return xyl
+
+    def frame_set_arrays(self, fs: FrameSet) -> tuple[np.ndarray, np.ndarray]:
+        """FrameSet -> (C, K, 2) points px and (C, K) likelihood, NaN for absent views/keypoints."""
+        xyl = self.frame_set_xyl(fs)
         return xyl[:, :, :2], xyl[:, :, 2]
 
     def predict_ahead_s(self) -> float:
@@ -219,74 +280,57 @@ class FusionPipeline:
 
     def _fuse(self, fs: FrameSet) -> Pose3DPacket:
         t_start = now_ns()
-        pts, like = self.frame_set_arrays(fs)
+        xyl = self.frame_set_xyl(fs)
         # one compiled call: the filter's prediction, then the triangulation twice in one pass --
         # raw_mm is a function of this frame set alone (replay reproduces it whichever moments the
         # live run skipped); the filter's measurement may differ where the outlier rejection had two
         # equally good camera subsets (a left/right swap): there the one continuing the track wins (a
         # prediction vaguer than the separation that counts as a swap cannot tell them apart) --
-        # then the filter step on that measurement
-        rig, kf = self.rig, self.kalman
-        n_cams, n_kp = pts.shape[:2]
-        pts = np.ascontiguousarray(pts)
-        like = np.ascontiguousarray(like)
-        ahead_s = self.predict_ahead_s()
-        t_s, dt = kf.advance_clock(fs.capture_ns)
-        accel_var, params, tau = kf.kernel_model()
-        prior = np.empty((n_kp, 3))
-        raw = (np.empty((n_kp, 3)), np.empty(n_kp), np.empty(n_kp, np.int64), np.empty(n_kp),
-               np.empty((n_cams, n_kp), np.bool_))
-        meas = (np.empty((n_kp, 3)), np.empty(n_kp), np.empty(n_kp, np.int64), np.empty(n_kp),
-                np.empty((n_cams, n_kp), np.bool_))
-        out = kf.new_output()
-        fuse_kernel(rig.matrix, rig.matrix_inv, rig.dist, rig.extrinsic, pts, like, *self._tri_args,
-                    *kf.kernel_state(), t_s, dt, accel_var, *params, tau, ahead_s, kf.gated_total, prior,
-                    *raw, *meas, *out)
-        tri = TriangulationResult(*raw)
-        kf_out = kf.finish(*out)
+        # then the filter step on that measurement. Only the published arrays are new per frame set.
+        n_kp = xyl.shape[1]
+        ahead_s = self._fixed_ahead_s
+        if ahead_s is None:
+            ahead_s = self.predict_ahead_s()
+        scalars = self._scalars
+        scalars[_T_S], scalars[_DT] = self.kalman.advance_clock(fs.capture_ns)
+        scalars[_LEAD_S] = ahead_s
+        raw_xyz, raw_err, raw_n, raw_score = np.empty((n_kp, 3)), np.empty(n_kp), np.empty(n_kp, np.int8), np.empty(n_kp)
+        estimate = np.empty((n_kp, 3))
+        kmat, kinv, dist, ext = self._kernel_head
+        fuse_kernel(kmat, kinv, dist, ext, xyl, scalars, *self._kernel_tail, raw_xyz, raw_err, raw_n, raw_score, estimate)
         t_tri = now_ns()  # triangulation and filter are one call now: both stamps at its end
         floor = None
         if self._floor_idx.size:
-            floor = np.full((len(self.keypoint_names), 3), np.nan)
+            floor = np.full((n_kp, 3), np.nan)
             idx = self._floor_idx
-            usable = np.isfinite(like[:, idx]) & (like[:, idx] >= self.options.triangulation.min_likelihood)
-            floor[idx] = floor_points(self.rig, pts[:, idx], usable, self.options.floor_height_mm)
+            sub = xyl[:, idx]
+            like = sub[:, :, 2]
+            usable = np.isfinite(like) & (like >= self.options.triangulation.min_likelihood)
+            floor[idx] = floor_points(self.rig, np.ascontiguousarray(sub[:, :, :2]), usable, self.options.floor_height_mm)
         t_filt = now_ns() if floor is not None else t_tri
         views = fs.views
         stamps: dict[str, int] = {}
-        first_in = last_in = None
-        for view in views.values():
-            for stage, ns in view.payload.stamps_ns.items():
+        frame_indices = {}
+        for cam, view in views.items():
+            pkt = view.payload
+            frame_indices[cam] = int(pkt.frame_index)
+            for stage, ns in pkt.stamps_ns.items():  # each stage's latest stamp among the views
                 if ns > stamps.get(stage, -1):
                     stamps[stage] = int(ns)
-            a = view.arrival_ns
-            if first_in is None or a < first_in:
-                first_in = a
-            if last_in is None or a > last_in:
-                last_in = a
-        stamps.update(
-            capture=int(fs.capture_ns), fusion_first_in=int(first_in), fusion_last_in=int(last_in),
-            fusion_set=int(fs.emitted_ns), fusion_triangulated=t_tri, fusion_filtered=t_filt,
-        )
-        self._compute_us.append((t_filt - t_start) / 1e3)
-        n_cameras = tri.n_cameras.astype(np.int8)
-        self._views_used.append(n_cameras)  # reduced in stats(), not per frame set
+        arrivals = [view.arrival_ns for view in views.values()]
+        stamps["capture"] = capture = int(fs.capture_ns)
+        stamps["fusion_first_in"] = int(min(arrivals))
+        stamps["fusion_last_in"] = int(max(arrivals))
+        stamps["fusion_set"] = int(fs.emitted_ns)
+        stamps["fusion_triangulated"] = t_tri
+        stamps["fusion_filtered"] = t_filt
+        self._compute_us.append((t_filt - t_start) * 1e-3)
+        self._views_used.append(raw_n)  # reduced in stats(), not per frame set
         names = self.rig.camera_names
-        return Pose3DPacket(
-            frame_set_index=fs.index,
-            capture_ns=int(fs.capture_ns),
-            keypoint_names=self.keypoint_names,
-            cameras=names if len(views) == len(names) else tuple(c for c in names if c in views),
-            raw_mm=tri.points_mm,
-            filtered_mm=kf_out.predicted_mm if ahead_s > 0 else kf_out.filtered_mm,
-            reprojection_error_px=tri.reprojection_error_px,
-            n_cameras=n_cameras,
-            score=tri.score,
-            stamps_ns=stamps,
-            predicted_ahead_ms=ahead_s * 1e3,
-            frame_indices={c: int(v.payload.frame_index) for c, v in views.items()},
-            floor_mm=floor,
-        )
+        cameras = names if len(views) == len(names) else tuple(c for c in names if c in views)
+        # positional, in field order: keywords cost a frozen dataclass ~1 us per frame set
+        return Pose3DPacket(fs.index, capture, self.keypoint_names, cameras, raw_xyz, estimate, raw_err, raw_n,
+                            raw_score, stamps, ahead_s * 1e3, frame_indices, floor)
 
     def published(self, pose: Pose3DPacket, published_ns: int) -> None:
         """Record that `pose` went out at `published_ns` (feeds the latency estimate and the rate)."""
@@ -334,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="estimate each camera's clock offset from arrival times (on top of cameras[].clock_offset_ms)")
     p.add_argument("--stats-interval", type=float, default=1.0, help="seconds between stats messages (default 1)")
     p.add_argument("--max-frame-sets", type=int, default=0, help="stop after this many frame sets (0: run until signalled)")
+    p.add_argument("--standby", action="store_true",
+                   help="hot standby for the supervisor (ratrig.standby): load everything, connect to the workers, "
+                        "then wait for a 'takeover' line on stdin before subscribing and binding --bind")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -385,6 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ratrig.camera import CalibrationError, load_calibration
     from ratrig.config import ConfigError, Endpoints, load_config
     from ratrig.messages import with_stamp
+    from ratrig.standby import bind_when_free, wait_for_takeover
     from ratrig.transport import ReceiveCounters, make_pub, make_sub, recv_packet, send_packet
 
     try:
@@ -417,20 +465,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     ctx = zmq.Context()
     try:
-        try:
-            pub = make_pub(ctx, bind)
-        except OSError as e:
-            print(f"fusion: {e}", file=sys.stderr)
-            return 2
-        sub = make_sub(ctx, connects, topics=[b"pose2d/"], rcvhwm=10_000)
+        if args.standby:
+            # a hot standby: connected (no topic yet: nothing flows), kernels loaded; the port is the
+            # running fusion's until the supervisor says it died
+            started = time.monotonic()
+            sub = make_sub(ctx, connects, topics=[], rcvhwm=10_000)
+            pipeline.warm_up()
+            log.info("hot standby ready after %.2f s; waiting to take over", time.monotonic() - started)
+            if not wait_for_takeover(lambda: stop["signal"] is not None):
+                sub.close(0)
+                return 0
+            sub.setsockopt(zmq.SUBSCRIBE, b"pose2d/")
+            try:
+                pub = bind_when_free(lambda: make_pub(ctx, bind))
+            except OSError as e:
+                print(f"fusion: {e}", file=sys.stderr)
+                return 2
+            log.info("took over: subscribed to %s, publishing on %s", connects, bind)
+        else:
+            try:
+                pub = make_pub(ctx, bind)
+            except OSError as e:
+                print(f"fusion: {e}", file=sys.stderr)
+                return 2
+            sub = make_sub(ctx, connects, topics=[b"pose2d/"], rcvhwm=10_000)
+            log.info("subscribed to %s, publishing on %s, cameras %s", connects, bind, list(calibration.names))
+            # warm the numba kernels (loaded from cache, or compiled once) before data flows
+            pipeline.warm_up()
         counters = ReceiveCounters()
-        log.info("subscribed to %s, publishing on %s, cameras %s", connects, bind, list(calibration.names))
-        # warm the numba kernels (loaded from cache, or compiled once) before data flows
-        pipeline.warm_up()
 
         published = 0
         other = 0
-        next_stats = time.monotonic() + args.stats_interval
+        # a standby that took over says so at once (the session's stats show the new pid)
+        next_stats = time.monotonic() + (0.0 if args.standby else args.stats_interval)
 
         def publish(poses: list[Pose3DPacket]) -> None:
             nonlocal published

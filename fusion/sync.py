@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +80,8 @@ class SyncOptions:
         return int(self.max_wait_ns) if self.max_wait_ns is not None else 2 * self.frame_period_ns
 
 
-@dataclass(frozen=True, slots=True)
-class View:
-    """One camera's contribution to a frame set."""
+class View(NamedTuple):
+    """One camera's contribution to a frame set (an immutable tuple: made for every result, so cheap)."""
 
     camera: str
     capture_ns: int  # as the camera stamped it (uncorrected)
@@ -90,8 +89,7 @@ class View:
     payload: Any
 
 
-@dataclass(frozen=True, slots=True)
-class FrameSet:
+class FrameSet(NamedTuple):
     """The views of one moment. `capture_ns` is the median corrected capture time of its views.
 
     Attributes:
@@ -197,6 +195,7 @@ class FrameSynchronizer:
         self._latest_ns: dict[str, int] = {}  # per camera, newest corrected capture time seen
         self._last_arrival_ns: dict[str, int] = {}  # per camera, arrival of its newest result
         self._start_ns: int | None = None
+        self._alive_until = _NEVER  # see _update_alive_until
         self._index = 0
         # the options are frozen: their derived settings once, not per result
         self._tol = options.tolerance
@@ -250,7 +249,22 @@ class FrameSynchronizer:
             return self.poll(arrival_ns)
         target.views[camera] = view
         target.corrected[camera] = corrected
+        if (len(self._pending) == 1 and len(target.views) < len(self.cameras)
+                and arrival_ns - target.first_arrival_ns < self._wait
+                and (arrival_ns < self._alive_until or arrival_ns < self._update_alive_until())):
+            # the common case, decided without `poll`'s walk: one incomplete set, within its wait, and
+            # every camera heard from recently (no later frame can exist: it would be a second set)
+            return []
         return self.poll(arrival_ns)
+
+    def _update_alive_until(self) -> int:
+        """Recompute the time until which no camera counts as dead (a camera never heard from counts
+        from the first result of any camera). Arrivals only grow, so the stored value is a safe
+        lower bound between updates."""
+        last = self._last_arrival_ns
+        oldest = min(last.values()) if len(last) == len(self.cameras) else self._start_ns
+        self._alive_until = oldest + self._dead_after
+        return self._alive_until
 
     def poll(self, now_ns: int) -> list[FrameSet]:
         """Frame sets that are ready at `now_ns` (complete, superseded or past their deadline)."""
