@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -38,11 +39,40 @@ from ratrig.transport import ReceiveCounters, make_pub, make_sub, recv_all, send
 log = logging.getLogger("ratrig.evaluate")
 
 
-def _pct(values: list[float]) -> dict[str, float] | None:
-    if not values:
+class Samples:
+    """A growing float64 sample (errors of a whole run) in one numpy buffer that doubles when full:
+    8 bytes a value (a list of Python floats takes ~40) and one array for the percentiles."""
+
+    def __init__(self) -> None:
+        self._buf = np.empty(4096)
+        self.n = 0
+
+    def extend(self, values: np.ndarray) -> None:
+        v = np.asarray(values, float).ravel()
+        need = self.n + v.size
+        if need > self._buf.size:
+            grown = np.empty(max(need, 2 * self._buf.size))
+            grown[: self.n] = self._buf[: self.n]
+            self._buf = grown
+        self._buf[self.n:need] = v
+        self.n = need
+
+    def __len__(self) -> int:
+        return self.n
+
+    def values(self) -> np.ndarray:
+        return self._buf[: self.n]
+
+
+def _pct(values: Samples) -> dict[str, float] | None:
+    if not len(values):
         return None
-    a = np.asarray(values, float)
+    a = values.values()
     return {"median": round(float(np.median(a)), 3), "p95": round(float(np.percentile(a, 95)), 3), "n": int(a.size)}
+
+
+#: rows of the truth whose visibility the evaluator keeps (2D and 3D of a moment arrive well within this)
+VIS_CACHE_ROWS = 256
 
 
 class Evaluator:
@@ -53,9 +83,9 @@ class Evaluator:
         self.renderer = renderer
         self.keypoints = list(keypoints)
         self.every_2d = max(1, int(every_2d))  # 2D errors on moments k with k % every_2d == 0
-        self.err2d: list[float] = []
-        self.err3d_raw: list[float] = []
-        self.err3d_filt: list[float] = []
+        self.err2d = Samples()
+        self.err3d_raw = Samples()
+        self.err3d_filt = Samples()
         self.n3d = {"raw": 0, "filtered": 0, "total": 0}
         # keypoint-moments by how many cameras the truth shows them in (0, 1, >= 2): [raw, filtered, total]
         self.cov_by_seen = np.zeros((3, 3), np.int64)
@@ -63,7 +93,7 @@ class Evaluator:
         self.t0_ns: int | None = None
         self.fps = truth.trajectory.fps
         self.max_frame = -1
-        self._vis_cache: dict[tuple[str, int], np.ndarray] = {}
+        self._vis_cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()  # bounded, oldest first
 
     def _true(self, names: tuple[str, ...], frame_index: int) -> np.ndarray:
         kp = self.truth.keypoints_mm(frame_index)
@@ -77,6 +107,8 @@ class Evaluator:
         if full is None:
             full = np.asarray(self.renderer.visibility(camera, self.truth.keypoints_mm(k), self.truth.extra_mm(k)), bool)
             self._vis_cache[key] = full
+            if len(self._vis_cache) > VIS_CACHE_ROWS * len(self.truth.calibration.names):
+                self._vis_cache.popitem(last=False)  # an hours-long session must not grow it
         return full[[self.truth.trajectory.keypoint_names.index(n) for n in names]]
 
     def seen_by(self, k: int, names: tuple[str, ...]) -> np.ndarray:
@@ -95,7 +127,7 @@ class Evaluator:
         pred = np.asarray(p.keypoints, float)[:, :2]
         err = np.linalg.norm(pred - truth_px, axis=1)
         ok = vis & np.isfinite(err)
-        self.err2d.extend(err[ok].tolist())
+        self.err2d.extend(err[ok])
 
     def add_pose3d(self, p: Pose3DPacket) -> None:
         if not p.frame_indices:
@@ -111,8 +143,8 @@ class Evaluator:
         else:
             filt_truth = truth
         filt_err = np.linalg.norm(np.asarray(p.filtered_mm) - filt_truth, axis=1)
-        self.err3d_raw.extend(raw_err[np.isfinite(raw_err)].tolist())
-        self.err3d_filt.extend(filt_err[np.isfinite(filt_err)].tolist())
+        self.err3d_raw.extend(raw_err[np.isfinite(raw_err)])
+        self.err3d_filt.extend(filt_err[np.isfinite(filt_err)])
         self.n3d["raw"] += int(np.isfinite(raw_err).sum())
         self.n3d["filtered"] += int(np.isfinite(filt_err).sum())
         self.n3d["total"] += len(raw_err)
@@ -138,7 +170,7 @@ class Evaluator:
 
     def report(self) -> dict[str, Any]:
         acc: dict[str, Any] = {}
-        if self.err2d:
+        if len(self.err2d):
             acc["pose2d_error_px"] = _pct(self.err2d)
         if self.n3d["total"]:
             acc["pose3d_error_mm"] = {"raw": _pct(self.err3d_raw), "filtered": _pct(self.err3d_filt)}

@@ -89,3 +89,19 @@ def test_live_camera_renders_the_truth_of_its_frame():
             hits += [changed[int(round(y)), int(round(x))] for (x, y), v in zip(px, vis) if v]
     # the rat is drawn where its visible keypoints project (a wrong frame or camera would miss)
     assert len(hits) >= 40 and np.mean(hits) >= 0.8, (len(hits), np.mean(hits))
+
+
+def test_samples_grow_without_python_floats_and_keep_every_value() -> None:
+    from synthetic.evaluate import Samples, _pct
+
+    s = Samples()
+    assert _pct(s) is None
+    rng = np.random.default_rng(3)
+    chunks = [rng.random(n) for n in (0, 1, 5000, 3, 20000)]  # crosses the doubling several times
+    for c in chunks:
+        s.extend(c)
+    allv = np.concatenate(chunks)
+    assert len(s) == allv.size
+    np.testing.assert_array_equal(s.values(), allv)
+    assert _pct(s) == {"median": round(float(np.median(allv)), 3),
+                       "p95": round(float(np.percentile(allv, 95)), 3), "n": allv.size}
