@@ -3,8 +3,10 @@
 Modules:
     sync         group per-camera 2D results into frame sets by capture time (pure, no I/O)
     triangulate  undistortion, likelihood-weighted DLT with outlier rejection (numba, batched)
-    kalman       per-keypoint constant-velocity Kalman filter with gating, coasting, forward prediction
-    process      the fusion process: SUB 2D keypoints -> sync -> triangulate -> kalman -> PUB 3D poses
+    kalman       per-keypoint Kalman filter (decaying-velocity motion model) with gating, coasting,
+                 forward prediction
+    process      the fusion process: SUB 2D keypoints -> sync -> one compiled call per frame set
+                 (prediction, triangulation, filter step: `fuse_kernel`) -> PUB 3D poses
 
 Numba kernels are compiled with ``cache=True``: the first run of a fresh checkout compiles them
 (a few seconds) and writes the cache beside the sources (``__pycache__``); set ``NUMBA_CACHE_DIR``
