@@ -69,6 +69,34 @@ class NoiseOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class Appearance:
+    """How the rat and the room look (renderer variants, `synthetic.variants`); defaults = the demo's.
+
+    fur_bgr: body, head and leg colour; head_bgr: head colour (None: the fur's; a hooded rat's dark
+    head); body_scale: size of the rat's solids relative to the default rat (the keypoints must be
+    scaled the same way, `synthetic.variants.scale_trajectory`, about the point (mean keypoint x, y,
+    z = 0)); light_gain: brightness of the whole image (exposure; values above 1 saturate the white
+    fur); clutter: (N, 7) objects painted on the floor and table around the corridor: x mm, y mm,
+    radius x mm, radius y mm, B, G, R (flat blobs on z = 0 that never hide the rat).
+    """
+
+    fur_bgr: tuple[float, float, float] = FUR_BGR
+    head_bgr: tuple[float, float, float] | None = None
+    body_scale: float = 1.0
+    light_gain: float = 1.0
+    clutter: tuple[tuple[float, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("body_scale", "light_gain"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v > 0):
+                raise ValueError(f"Appearance.{name}: expected a number > 0, got {v!r}")
+        for i, obj in enumerate(self.clutter):
+            if len(obj) != 7:
+                raise ValueError(f"Appearance.clutter[{i}]: expected (x, y, rx, ry, b, g, r), got {obj!r}")
+
+
+@dataclass(frozen=True, slots=True)
 class BodyParts:
     """The rat's solids. P ellipsoids: centres (P, 3), semi-axis vectors as columns (P, 3, 3),
     colours (P, 3) BGR, names (P,). Q capsules: endpoints (Q, 2, 3), radii (Q,), colours (Q, 3)."""
@@ -234,6 +262,38 @@ def body_parts(keypoints_mm: np.ndarray, extra_mm: np.ndarray) -> BodyParts:
     )
 
 
+def scaled_body_parts(keypoints_mm: np.ndarray, extra_mm: np.ndarray, scale: float) -> BodyParts:
+    """`body_parts` of a rat `scale` times the default size: (K, 3), (E, 3) keypoints of the scaled
+    rat -> its solids. Scaling is about c = (mean keypoint x, y, 0), so paws on the floor stay there:
+    the solids of the default-size rat with keypoints c + (p - c) / scale, mapped back by
+    c + scale * (q - c), semi-axes and radii times scale."""
+    if scale == 1.0:
+        return body_parts(keypoints_mm, extra_mm)
+    kp = np.asarray(keypoints_mm, np.float64)
+    ex = np.asarray(extra_mm, np.float64)
+    c = np.array([kp[:, 0].mean(), kp[:, 1].mean(), 0.0])
+    base = body_parts(c + (kp - c) / scale, c + (ex - c) / scale)
+    return BodyParts(
+        centers_mm=c + scale * (base.centers_mm - c), axes_mm=base.axes_mm * scale, colors=base.colors,
+        names=base.names, capsule_ends_mm=c + scale * (base.capsule_ends_mm - c),
+        capsule_radius_mm=base.capsule_radius_mm * scale, capsule_colors=base.capsule_colors,
+        capsule_paws=base.capsule_paws)
+
+
+def recolour(parts: BodyParts, fur_bgr: tuple[float, float, float], head_bgr: tuple[float, float, float] | None
+             ) -> BodyParts:
+    """Parts with the default white fur replaced by `fur_bgr` (legs too), the head by `head_bgr`."""
+    fur = np.asarray(FUR_BGR, np.float64)
+    colors = parts.colors.copy()
+    colors[np.all(colors == fur, axis=1)] = fur_bgr
+    if head_bgr is not None:
+        colors[parts.names.index("head")] = head_bgr
+    ccols = parts.capsule_colors.copy()
+    ccols[np.all(ccols == fur, axis=1)] = fur_bgr
+    return BodyParts(parts.centers_mm, parts.axes_mm, colors, parts.names, parts.capsule_ends_mm,
+                     parts.capsule_radius_mm, ccols, parts.capsule_paws)
+
+
 # ----------------------------------------------------------------------------------------------
 # Geometry helpers
 
@@ -305,17 +365,20 @@ class Renderer:
         corridor: geometry of walls and floor (default `Corridor()`).
         seed: seeds floor/wall textures and image noise.
         noise: image degradations (default none).
+        appearance: rat coat and size, light, clutter (default: the demo's white rat, no clutter).
     """
 
     def __init__(self, calibration: Calibration, corridor: Corridor | None = None, seed: int = 0,
-                 noise: NoiseOptions | None = None) -> None:
+                 noise: NoiseOptions | None = None, appearance: Appearance | None = None) -> None:
         self.calibration = calibration
         self.corridor = corridor or Corridor()
         self.seed = int(seed)
         self.noise = noise or NoiseOptions()
+        self.appearance = appearance or Appearance()
         rng = np.random.default_rng([self.seed, 7])
         tex = _textures(rng)
-        self._scenes = tuple(_build_scene(c, self.corridor, tex) for c in calibration.cameras)
+        self._scenes = tuple(_build_scene(c, self.corridor, tex, self.appearance.clutter)
+                             for c in calibration.cameras)
         self._noise_bank: list[tuple[np.ndarray, np.ndarray]] = []
         if self.noise.sensor_noise_sigma > 0:
             w, h = calibration.cameras[0].size
@@ -360,8 +423,17 @@ class Renderer:
         ci = self._index(camera)
         scene = self._scenes[ci]
         img = scene.background.copy()
-        self._draw_rat(img, scene, body_parts(keypoints_mm, extra_mm))
+        self._draw_rat(img, scene, self._parts(keypoints_mm, extra_mm, colour=True))
+        if self.appearance.light_gain != 1.0:
+            img = cv2.convertScaleAbs(img, alpha=self.appearance.light_gain)
         return self._degrade(img, ci, t_s)
+
+    def _parts(self, keypoints_mm: np.ndarray, extra_mm: np.ndarray, colour: bool = False) -> BodyParts:
+        a = self.appearance
+        parts = scaled_body_parts(keypoints_mm, extra_mm, a.body_scale)
+        if colour and (a.fur_bgr != FUR_BGR or a.head_bgr is not None):
+            parts = recolour(parts, a.fur_bgr, a.head_bgr)
+        return parts
 
     def _draw_rat(self, img: np.ndarray, scene: _CameraScene, parts: BodyParts) -> None:
         cam, P = scene.camera, scene.P
@@ -432,11 +504,11 @@ class Renderer:
             elif kind == 2:
                 order = sorted(range(len(torso)), key=lambda j: -depth[torso[j]])
                 for s in (0, 1):
-                    col = tuple(float(min(255.0, c * _SHADES[s][2])) for c in FUR_BGR)
+                    col = tuple(float(min(255.0, c * _SHADES[s][2])) for c in parts.colors[torso[0]])
                     for j in order:
                         cv2.fillConvexPoly(img, fixed[torso[j], s], col, cv2.LINE_AA, _SHIFT)
                 for frac, bright in ((0.62, 0.93), (0.32, 1.04)):
-                    col = tuple(float(min(255.0, c * bright)) for c in FUR_BGR)
+                    col = tuple(float(min(255.0, c * bright)) for c in parts.colors[torso[0]])
                     for j in order:
                         a = np.round(suv[0, j] * one).astype(int)
                         b = np.round(suv[1, j] * one).astype(int)
@@ -487,7 +559,7 @@ class Renderer:
         vis = in_image(cam, kp)
         if not self.corridor.clear_walls:
             vis &= ~behind_walls(cam.center_mm, kp, self.corridor)
-        vis &= ~hidden_by_body(cam.center_mm, kp, body_parts(kp, extra_mm))
+        vis &= ~hidden_by_body(cam.center_mm, kp, self._parts(kp, extra_mm))
         return vis
 
 
@@ -578,7 +650,8 @@ def _sample(tex: np.ndarray, u_mm: np.ndarray, v_mm: np.ndarray) -> np.ndarray:
     return cv2.remap(tex, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
 
 
-def _build_scene(cam: Camera, corridor: Corridor, tex: dict[str, np.ndarray]) -> _CameraScene:
+def _build_scene(cam: Camera, corridor: Corridor, tex: dict[str, np.ndarray],
+                 clutter: tuple[tuple[float, ...], ...] = ()) -> _CameraScene:
     w, h = cam.size
     uu, vv = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
     norm = cam.undistort(np.stack([uu.ravel(), vv.ravel()], axis=1)).reshape(h, w, 2)
@@ -598,6 +671,10 @@ def _build_scene(cam: Camera, corridor: Corridor, tex: dict[str, np.ndarray]) ->
     table_t = _sample(tex["table"], fx, fy)
     col = np.where(in_corr[..., None], np.array(FLOOR_BGR) * (1 + 0.25 * floor_t[..., None]),
                    np.array(TABLE_BGR) * (1 + 0.12 * table_t[..., None]))
+    for x, y, rx, ry, b, g, r_ in clutter:  # flat blobs on the floor/table: (fx, fy) inside the ellipse
+        blob = ((fx - x) / rx) ** 2 + ((fy - y) / ry) ** 2 <= 1.0
+        shade = 1 + 0.1 * floor_t[..., None]
+        col = np.where(blob[..., None], np.array([b, g, r_], np.float64) * shade, col)
     # Distance fall-off of the overhead light, gentle.
     r = np.hypot(fx, fy)
     col = col * (1.0 - 0.25 * np.clip(r / 1500.0, 0, 1))[..., None]
