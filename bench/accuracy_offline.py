@@ -69,9 +69,13 @@ def busy_worker_moments(n: int, period_ms: float, infer_ms: tuple[float, float],
         t = max(t, k * period_ms) + float(rng.uniform(*infer_ms))
 
 
-def fuse_and_score(rig, kp2d: np.ndarray, busy_ms: tuple[float, float] | None = None) -> dict:  # noqa: ANN001
+def fuse_and_score(rig, kp2d: np.ndarray, busy_ms: tuple[float, float] | None = None,  # noqa: ANN001
+                   truth=None, renderer=None, calibration=None, every_2d: int = 10) -> dict:  # noqa: ANN001
     """(N, C, K, 3) 2D results -> the evaluator's report plus 3D errors by number of views.
-    `busy_ms`: emulate workers that skip moments (see the module docstring)."""
+    `busy_ms`: emulate workers that skip moments (see the module docstring).
+    `truth` (SyntheticTruth), `renderer` (its visibility is the truth's) and `calibration` (what fusion
+    is given, e.g. a re-calibration of moved cameras) default to the config's synthetic rig.
+    `every_2d`: the evaluator scores 2D errors and the coverage split on every N-th moment."""
     from events.process import EventsStage, setup_from_config
     from fusion.process import FusionPipeline, options_from_config
     from ratrig.messages import Keypoints2DPacket
@@ -79,10 +83,10 @@ def fuse_and_score(rig, kp2d: np.ndarray, busy_ms: tuple[float, float] | None = 
     from synthetic.live import SyntheticTruth, corridor_of, noise_of, rig_fps
     from synthetic.render import Renderer
 
-    truth = SyntheticTruth.from_rig_config(rig)
-    renderer = Renderer(truth.calibration, corridor_of(rig), seed=rig.synthetic.seed, noise=noise_of(rig))
-    evaluator = Evaluator(truth, renderer, list(rig.keypoints), every_2d=10)
-    fusion = FusionPipeline(truth.calibration, rig.keypoints, options_from_config(rig))
+    truth = truth or SyntheticTruth.from_rig_config(rig)
+    renderer = renderer or Renderer(truth.calibration, corridor_of(rig), seed=rig.synthetic.seed, noise=noise_of(rig))
+    evaluator = Evaluator(truth, renderer, list(rig.keypoints), every_2d=every_2d)
+    fusion = FusionPipeline(calibration or truth.calibration, rig.keypoints, options_from_config(rig))
     events = EventsStage(setup_from_config(rig), [])
     t0 = 10**12
     period = int(round(1e9 / rig_fps(rig)))
