@@ -8,6 +8,11 @@ Usage::
 Without --connect it connects to every PUB endpoint of the rig (each camera, each inference worker,
 fusion, events). SIGINT/SIGTERM end the session cleanly (every queued frame is written). A SIGKILL
 leaves a session readable up to the last flush interval (see FORMAT.md, "Crash safety").
+
+With --standby (the supervisor's hot standby, `ratrig.standby`) it connects and keeps the last
+--standby-window-s of every stream in memory (`recorder.standby`) but opens nothing until a
+`takeover` line arrives on stdin; then it records into the next part (OUT.part2, ...) and first
+writes what it holds that the part of the recorder that died does not.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import zmq
@@ -26,7 +32,9 @@ import zmq
 from ratrig.clock import now_ns
 from ratrig.config import ConfigError, Endpoints, RigConfig, load_config, replace_section
 from ratrig.messages import FramePacket, StatsPacket
+from ratrig.standby import bind_when_free, wait_for_takeover
 from ratrig.transport import ReceiveCounters, make_pub, make_sub, recv_packet, send_packet
+from recorder.standby import RecentPackets, RecordedUpTo, last_part, recorded_up_to
 from recorder.video import VideoCodecError, check_codec
 from recorder.writer import SessionError, SessionWriter
 
@@ -129,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--continue-as-part", action="store_true",
                    help="when --out already holds a session (a recorder restarted after a crash), record into "
                         "OUT.part2, OUT.part3, ... instead of refusing")
+    p.add_argument("--standby", action="store_true",
+                   help="hot standby for the supervisor (ratrig.standby): connect and keep the last "
+                        "--standby-window-s of every stream, open nothing until a 'takeover' line on stdin, then "
+                        "record into the next part from what the recorder that died did not write (implies "
+                        "--continue-as-part)")
+    p.add_argument("--standby-window-s", type=float, default=None,
+                   help="seconds of every stream a standby keeps in memory (default: recorder.flush_interval_s + 1)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -145,30 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, VideoCodecError) as e:
         log.error("%s", e)
         return 2
-    out = Path(args.out)
-    if args.continue_as_part and out.exists() and any(out.iterdir()):
-        out = next_part(out)
-        log.warning("%s holds the session of a recorder that stopped; recording continues in %s", args.out, out)
-    disk_root = out if out.exists() else next((p for p in out.resolve().parents if p.exists()), Path("/"))
-    disk = DiskMonitor(disk_root, rig.recorder.min_free_gb, rig.recorder.warn_free_gb)
-    free, warning, stop = disk.check()
-    if stop:
-        log.error("%s: refusing to start", warning)
-        return 2
-    if warning:
-        log.warning("%s", warning)
-    calibration = args.calibration if args.calibration is not None else rig.calibration.file
-    model = args.model if args.model is not None else rig.inference.model
     endpoints = args.connect or default_endpoints(rig)
-    try:
-        session = SessionWriter(out, rig, codec, calibration_path=calibration, model_path=model,
-                                connect={str(i): e for i, e in enumerate(endpoints)})
-    except (SessionError, OSError) as e:
-        log.error("%s", e)
-        return 2
-    disk.path = out
-    reserve = make_reserve(out)
-
     stop_event = threading.Event()
 
     def _stop(signum, _frame):  # noqa: ANN001
@@ -179,20 +171,124 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)
 
     ctx = zmq.Context()
-    sub = make_sub(ctx, endpoints, topics=(b"frame/", b"pose2d/", b"pose3d", b"event/", b"stats/"), rcvhwm=rig.recorder.rcvhwm)
+    sub = None
+    counters = ReceiveCounters()
+    recent = None
+    if args.standby:
+        window_s = args.standby_window_s if args.standby_window_s is not None else rig.recorder.flush_interval_s + 1.0
+        recent = RecentPackets(window_s)
+        sub = make_sub(ctx, endpoints, topics=SUB_TOPICS, rcvhwm=rig.recorder.rcvhwm)
+        if not stand_by(sub, recent, counters, stop_event, window_s):
+            sub.close(0)
+            ctx.term()
+            return 0
+    try:
+        return record(args, rig, codec, endpoints, ctx, sub, counters, recent, stop_event)
+    finally:
+        ctx.term()
+
+
+#: what a recorder subscribes to
+SUB_TOPICS = (b"frame/", b"pose2d/", b"pose3d", b"event/", b"stats/")
+
+
+def stand_by(sub: zmq.Socket, recent: RecentPackets, counters: ReceiveCounters, stop_event: threading.Event,
+             window_s: float) -> bool:
+    """Keep the last `window_s` of every stream until the supervisor says to take over (True) or
+    the standby is stopped (False)."""
+
+    def keep() -> None:
+        for _ in range(10_000):
+            packet = recv_packet(sub, counters, zmq.NOBLOCK)
+            if packet is None:
+                if not sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    return
+                continue
+            recent.add(packet, now_ns())
+
+    started = time.monotonic()
+    log.info("hot standby: keeping the last %.1f s of every stream; waiting to take over", window_s)
+    took = wait_for_takeover(stop_event.is_set, sock=sub, on_message=keep)
+    if took:
+        keep()  # what arrived up to the takeover
+        log.warning("taking over (standby for %.0f s; holding %d messages, %.0f MB of frames, at most %.0f MB)",
+                    time.monotonic() - started, len(recent), recent.frame_bytes / 1e6, recent.max_frame_bytes / 1e6)
+    return took
+
+
+def write_what_was_lost(session: SessionWriter, recent: RecentPackets, dead_part: Path | None) -> int:
+    """Write into `session` what `recent` holds that `dead_part` (the part of the recorder that died)
+    does not. Returns the number of messages written; a gap neither holds is logged and kept in the
+    session's warnings."""
+    done = recorded_up_to(dead_part, session.cameras) if dead_part is not None else RecordedUpTo()
+    n = 0
+    for recv_ns, packet in recent.newer_than(done):
+        session.write(packet, recv_ns, wait_s=5.0)  # the window may be longer than a writer queue
+        n += 1
+    for cam, last in done.frame_index.items():
+        first = recent.oldest_frame_index(cam)
+        if first is not None and first > last + 1:
+            msg = (f"camera {cam}: frames {last + 1}..{first - 1} are neither in {dead_part} (the recorder "
+                   f"that died) nor in the standby's window")
+            log.error("%s", msg)
+            session.warnings.append(msg)
+    log.warning("wrote %d message(s) that %s did not hold", n, dead_part)
+    recent.clear()
+    return n
+
+
+def record(args: argparse.Namespace, rig: RigConfig, codec, endpoints: list[str], ctx: zmq.Context,  # noqa: ANN001
+           sub: zmq.Socket | None, counters: ReceiveCounters, recent: RecentPackets | None,
+           stop_event: threading.Event) -> int:
+    """Record the session (the body of main once the recorder may open its output)."""
+    out = Path(args.out)
+    dead_part = None
+    if (args.continue_as_part or args.standby) and out.exists() and any(out.iterdir()):
+        dead_part = last_part(out)
+        out = next_part(out)
+        log.warning("%s holds the session of a recorder that stopped; recording continues in %s", args.out, out)
+    disk_root = out if out.exists() else next((p for p in out.resolve().parents if p.exists()), Path("/"))
+    disk = DiskMonitor(disk_root, rig.recorder.min_free_gb, rig.recorder.warn_free_gb)
+    free, warning, stop = disk.check()
+    if stop:
+        log.error("%s: refusing to start", warning)
+        if sub is not None:
+            sub.close(0)
+        return 2
+    if warning:
+        log.warning("%s", warning)
+    calibration = args.calibration if args.calibration is not None else rig.calibration.file
+    model = args.model if args.model is not None else rig.inference.model
+    try:
+        session = SessionWriter(out, rig, codec, calibration_path=calibration, model_path=model,
+                                connect={str(i): e for i, e in enumerate(endpoints)})
+    except (SessionError, OSError) as e:
+        log.error("%s", e)
+        if sub is not None:
+            sub.close(0)
+        return 2
+    disk.path = out
+    reserve = make_reserve(out)
+    if recent is not None:
+        write_what_was_lost(session, recent, dead_part)
+    if sub is None:
+        sub = make_sub(ctx, endpoints, topics=SUB_TOPICS, rcvhwm=rig.recorder.rcvhwm)
     pub = None
     if not args.no_publish:
         try:
-            pub = make_pub(ctx, Endpoints(rig).bind("recorder"))
+            # a standby takes the port over from the recorder that died
+            pub = bind_when_free(lambda: make_pub(ctx, Endpoints(rig).bind("recorder")),
+                                 timeout_s=1.0 if args.standby else 0.0)
         except OSError as e:
             log.warning("%s; recorder stats will not be published", e)
-    counters = ReceiveCounters()
     poller = zmq.Poller()
     poller.register(sub, zmq.POLLIN)
     log.info("recording %d camera(s) to %s from %s (codec %s, flush every %.2f s, %.1f GB free)",
              len(rig.cameras), out, endpoints, codec.name, rig.recorder.flush_interval_s, free / GB)
     t_end = now_ns() + int(args.duration_s * 1e9) if args.duration_s else None
     last_disk_ns = last_stats_ns = now_ns()
+    if args.standby:
+        last_stats_ns = 0  # a standby that took over says so at once
     video_stopped = ""
     rc = 0
     try:
@@ -264,7 +360,6 @@ def main(argv: list[str] | None = None) -> int:
         sub.close(0)
         if pub is not None:
             pub.close(0)
-        ctx.term()
     lost = summary["frames_lost_total"]
     for cam, c in summary["cameras"].items():
         log.info("camera %s: %d frames written in %d segments, %d missing upstream, %d dropped (disk too slow)",

@@ -288,8 +288,10 @@ class SessionWriter:
             self.encoder[camera] = encoder_settings(self.codec, seg.fps, seg.size, seg.is_color, seg.quality)
 
     # -- packets (called from one receiving thread) ---------------------------------------------
-    def submit_frame(self, packet: FramePacket, recv_ns: int | None = None) -> bool:
-        """Queue a frame for its camera's writer. False if it was lost (queue full or unknown camera)."""
+    def submit_frame(self, packet: FramePacket, recv_ns: int | None = None, wait_s: float = 0.0) -> bool:
+        """Queue a frame for its camera's writer. False if it was lost (queue full or unknown camera).
+
+        `wait_s`: how long to wait for room in a full queue (0: count the frame lost at once)."""
         recv_ns = now_ns() if recv_ns is None else recv_ns
         cam = packet.camera
         c = self.counters.get(cam)
@@ -313,7 +315,10 @@ class SessionWriter:
         self._last_index[cam] = max(idx, last if last is not None else idx)
         c.last_frame_index = self._last_index[cam]
         try:
-            self.writers[cam].queue.put_nowait((packet, recv_ns))
+            if wait_s > 0:
+                self.writers[cam].queue.put((packet, recv_ns), timeout=wait_s)
+            else:
+                self.writers[cam].queue.put_nowait((packet, recv_ns))
             return True
         except queue.Full:
             c.dropped_queue_full += 1
@@ -368,10 +373,10 @@ class SessionWriter:
         self.stats.append(json.dumps({"process": s.process, "sent_ns": s.sent_ns, "stats": dict(s.stats)},
                                      default=_json_default))
 
-    def write(self, packet: Any, recv_ns: int | None = None) -> None:
-        """Dispatch any packet to its table."""
+    def write(self, packet: Any, recv_ns: int | None = None, wait_s: float = 0.0) -> None:
+        """Dispatch any packet to its table (`wait_s`: see submit_frame)."""
         if isinstance(packet, FramePacket):
-            self.submit_frame(packet, recv_ns)
+            self.submit_frame(packet, recv_ns, wait_s)
         elif isinstance(packet, Keypoints2DPacket):
             self.write_pose2d(packet, recv_ns)
         elif isinstance(packet, Pose3DPacket):
