@@ -29,8 +29,10 @@ others (`HELD_OUT_VARIANTS`) are for evaluation only.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,28 +163,37 @@ def recalibrate(true_calib: Calibration, work_dir: str | Path, seed: int, frames
     """Render ChArUco board videos from `true_calib` and calibrate them with `ratrig calibrate`.
 
     Runs the two CLI commands (`ratrig synth calibration`, `ratrig calibrate --floor-frame 0`) in this
-    process; the result is cached as work_dir/calibration.toml. RuntimeError when calibration fails.
+    process, their printout going to stderr; the result is cached as work_dir/calibration.toml (reused
+    only while work_dir/true_calibration.toml holds the same cameras). RuntimeError when calibration fails.
     """
     from ratrig.cli import main as ratrig_main
 
     work = Path(work_dir)
     out = work / "calibration.toml"
-    if out.is_file():
+    true_path = work / "true_calibration.toml"
+    if out.is_file() and true_path.is_file() and _same_cameras(load_calibration(true_path), true_calib):
         return load_calibration(out, true_calib.names)
     work.mkdir(parents=True, exist_ok=True)
-    true_path = work / "true_calibration.toml"
     true_calib.save(true_path)
     boards = work / "boards"
-    rc = ratrig_main(["synth", "calibration", str(boards), "--frames", str(frames), "--seed", str(seed),
-                      "--calibration", str(true_path)])
-    if rc != 0:
-        raise RuntimeError(f"ratrig synth calibration {boards} failed with status {rc}")
-    videos = [str(boards / f"{c.name}.avi") for c in true_calib.cameras]
-    rc = ratrig_main(["calibrate", *videos, "--board", str(boards / "board.toml"), "-o", str(out),
-                      "--floor-frame", "0", "--no-progress", "--workers", "1"])
+    with contextlib.redirect_stdout(sys.stderr):
+        rc = ratrig_main(["synth", "calibration", str(boards), "--frames", str(frames), "--seed", str(seed),
+                          "--calibration", str(true_path)])
+        if rc != 0:
+            raise RuntimeError(f"ratrig synth calibration {boards} failed with status {rc}")
+        videos = [str(boards / f"{c.name}.avi") for c in true_calib.cameras]
+        rc = ratrig_main(["calibrate", *videos, "--board", str(boards / "board.toml"), "-o", str(out),
+                          "--floor-frame", "0", "--no-progress", "--workers", "1"])
     if rc != 0 or not out.is_file():
         raise RuntimeError(f"ratrig calibrate on the boards in {boards} failed with status {rc}")
     return load_calibration(out, true_calib.names)
+
+
+def _same_cameras(a: Calibration, b: Calibration, tol: float = 1e-6) -> bool:
+    if a.names != b.names:
+        return False
+    return all(np.allclose(x.matrix, y.matrix, atol=tol) and np.allclose(x.rvec, y.rvec, atol=tol)
+               and np.allclose(x.tvec, y.tvec, atol=1e-3) for x, y in zip(a.cameras, b.cameras))
 
 
 @dataclass(frozen=True)
