@@ -2,6 +2,7 @@
 
     nice python bench/accuracy_variants.py [--seeds 7:default 21 22] [--variants default,brown,moved]
                                            [--model PATH ...] [--seconds 20] [--cache-dir DIR] [--json OUT]
+                                           [--fusion KEY=VALUE ...] [--events KEY=VALUE ...]
 
 For every (model, seed, variant): the variant's world (`synthetic.variants.build_variant`: another coat,
 size, light, clutter, or moved cameras re-calibrated with `ratrig calibrate` on rendered ChArUco boards)
@@ -163,13 +164,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "ratrig_accuracy_variants"))
     p.add_argument("--json", default=None, help="also write the rows (figures and full reports) to this file")
+    p.add_argument("--fusion", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of [fusion] (a TOML value), e.g. min_likelihood=0.7")
+    p.add_argument("--events", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of [events] (a TOML value)")
     args = p.parse_args(argv)
 
     from ratrig.config import load_config
     from synthetic.live import corridor_of, rig_fps
     from synthetic.variants import build_variant, variant_spec
 
+    from accuracy_offline import parse_overrides
+
     rig0 = load_config(args.config)
+    if args.fusion:
+        rig0 = dataclasses.replace(rig0, fusion=dataclasses.replace(rig0.fusion, **parse_overrides(args.fusion)))
+    if args.events:
+        rig0 = dataclasses.replace(rig0, events=dataclasses.replace(rig0.events, **parse_overrides(args.events)))
     variants = [v for v in args.variants.split(",") if v]
     for v in variants:
         variant_spec(v)
@@ -211,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"config {args.config}, {args.seconds:g} s of a {session_s:g} s walk per row, 30 fps, 4 cameras; "
           f"coverage = filtered output, over the keypoint-moments the truth shows in >= 2 / exactly 1 camera "
           f"(every 2nd moment); 'trained on': the model saw renders of this variant (of other walks: seeds here "
-          f"are never training seeds)")
+          f"are never training seeds)" + (f"; fusion {args.fusion}" if args.fusion else "")
+          + (f"; events {args.events}" if args.events else ""))
     print(format_table(rows))
     if args.json:
         from ratrig.tomlio import atomic_write_text

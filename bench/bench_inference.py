@@ -81,6 +81,25 @@ def bench_batching(model: Path, cams: list[str], moments: list[list[np.ndarray]]
             for j, name in enumerate(names)}
 
 
+def bench_models(models: list[Path], cams: list[str], moments: list[list[np.ndarray]], threads: int) -> dict:
+    """Batched inference (the demo's worker path) of several models, interleaved moment by moment."""
+    cfg = [InferenceConfig(model=str(m), resize=0.5, threads=threads) for m in models]
+    ests = [engines.build_estimator(engines.check_model(c, KEYPOINTS), c, cams, batch=True) for c in cfg]
+    for est in ests:
+        est.infer(cams, moments[0])
+    lat: list[list[float]] = [[] for _ in models]
+    for i, frames in enumerate(moments):
+        order = range(len(models)) if i % 2 == 0 else reversed(range(len(models)))
+        for j in order:
+            t = time.perf_counter()
+            ests[j].infer(cams, frames)
+            lat[j].append((time.perf_counter() - t) * 1e3)
+    for est in ests:
+        est.close()
+    return {str(m): {"fps": len(cams) * 1e3 / float(np.mean(lat[j])), "p50": _pct(lat[j], 50), "p99": _pct(lat[j], 99)}
+            for j, m in enumerate(models)}
+
+
 def print_batching(title: str, res: dict) -> None:
     print(f"\n{title}")
     print(f"  {'':36}{'frames/s':>10}{'moment p50 ms':>15}{'p99 ms':>9}")
@@ -189,8 +208,19 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-live", action="store_true")
     ap.add_argument("--base-port", type=int, default=47100)
+    ap.add_argument("--compare-model", action="append", default=[], metavar="PATH",
+                    help="only compare the batched speed of the bundled model with these TF exports, then exit")
     args = ap.parse_args()
     print(f"load average at start: {os.getloadavg()}, cpus: {os.cpu_count()}, threads per model: {args.threads}")
+    if args.compare_model:
+        cams, moments = render_moments(args.moments)
+        res = bench_models([SYNTHRAT] + [Path(m).resolve() for m in args.compare_model], cams, moments, args.threads)
+        print(f"batched, 1 pass of 4 cameras per moment, resize 0.5, {args.moments} moments, interleaved")
+        base = res[str(SYNTHRAT)]
+        for name, r in res.items():
+            print(f"  {name}: {r['fps']:.1f} frames/s, moment p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, "
+                  f"time per moment x{r['p50'] / base['p50']:.2f} of the bundled model")
+        return 0
 
     cams, moments = render_moments(args.moments)
     print_batching(f"TensorFlow synthrat (resize 0.5, 640x480 -> 320x240), {args.moments} moments x 4 cameras",
