@@ -190,6 +190,7 @@ class FusionPipeline:
         self._kernel_tail = (*kf.kernel_state(), accel_var, tau, kf.gated_total)
         self._scalars = np.array([*self._tri_args, *params, kf.report_max_var(), 0.0, 0.0, 0.0], np.float64)
         assert self._scalars.shape == (len(_SCALARS),)
+        self._has_floor = bool(self._floor_idx.size)
         self._nan_xyl = np.full((rig.n_cameras, len(self.keypoint_names), 3), np.nan)
         pa = options.predict_ahead_ms
         self._fixed_ahead_s = None if pa == "auto" else float(pa) * 1e-3
@@ -300,7 +301,7 @@ class FusionPipeline:
         fuse_kernel(kmat, kinv, dist, ext, xyl, scalars, *self._kernel_tail, raw_xyz, raw_err, raw_n, raw_score, estimate)
         t_tri = now_ns()  # triangulation and filter are one call now: both stamps at its end
         floor = None
-        if self._floor_idx.size:
+        if self._has_floor:
             floor = np.full((n_kp, 3), np.nan)
             idx = self._floor_idx
             sub = xyl[:, idx]
@@ -311,13 +312,16 @@ class FusionPipeline:
         views = fs.views
         stamps: dict[str, int] = {}
         frame_indices = {}
+        arrivals = []
         for cam, view in views.items():
             pkt = view.payload
             frame_indices[cam] = int(pkt.frame_index)
-            for stage, ns in pkt.stamps_ns.items():  # each stage's latest stamp among the views
-                if ns > stamps.get(stage, -1):
-                    stamps[stage] = int(ns)
-        arrivals = [view.arrival_ns for view in views.values()]
+            arrivals.append(view.arrival_ns)
+            upstream = pkt.stamps_ns
+            if upstream:
+                for stage, ns in upstream.items():  # each stage's latest stamp among the views
+                    if ns > stamps.get(stage, -1):
+                        stamps[stage] = int(ns)
         stamps["capture"] = capture = int(fs.capture_ns)
         stamps["fusion_first_in"] = int(min(arrivals))
         stamps["fusion_last_in"] = int(max(arrivals))

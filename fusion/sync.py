@@ -201,6 +201,7 @@ class FrameSynchronizer:
         self._tol = options.tolerance
         self._wait = options.wait
         self._dead_after = options.dead_after
+        self._min_views = options.min_views
         self._offsets = {c: int(options.clock_offsets_ns.get(c, 0)) for c in self.cameras}  # configured, ns
         self._estimator = ClockOffsetEstimator(self.cameras, options.estimate_window) if options.estimate_offsets else None
 
@@ -247,14 +248,20 @@ class FrameSynchronizer:
         if camera in target.views:
             self.counters.duplicates += 1
             return self.poll(arrival_ns)
-        target.views[camera] = view
+        views = target.views
+        views[camera] = view
         target.corrected[camera] = corrected
-        if (len(self._pending) == 1 and len(target.views) < len(self.cameras)
-                and arrival_ns - target.first_arrival_ns < self._wait
-                and (arrival_ns < self._alive_until or arrival_ns < self._update_alive_until())):
-            # the common case, decided without `poll`'s walk: one incomplete set, within its wait, and
-            # every camera heard from recently (no later frame can exist: it would be a second set)
-            return []
+        if len(self._pending) == 1:
+            # the common cases, decided without `poll`'s walk (same outcome): the only pending set is
+            # now complete, or it is incomplete, within its wait, and every camera was heard from
+            # recently (no camera can have delivered a later frame: that would be a second set)
+            if len(views) == len(self.cameras):
+                self._pending = []
+                fs = self._emit(target, arrival_ns, self._wait)
+                return [] if fs is None else [fs]
+            if arrival_ns - target.first_arrival_ns < self._wait and (
+                    arrival_ns < self._alive_until or arrival_ns < self._update_alive_until()):
+                return []
         return self.poll(arrival_ns)
 
     def _update_alive_until(self) -> int:
@@ -314,17 +321,19 @@ class FrameSynchronizer:
         missing = () if len(p.views) == len(self.cameras) else tuple(c for c in self.cameras if c not in p.views)
         for c in missing:
             self.counters.missing_by_camera[c] = self.counters.missing_by_camera.get(c, 0) + 1
-        if len(p.views) < self.options.min_views:
+        if len(p.views) < self._min_views:
             self.counters.too_few_views += 1
             return None
-        timed_out = bool(missing) and now_ns - p.first_arrival_ns >= wait
-        self.counters.frame_sets += 1
+        counters = self.counters
+        counters.frame_sets += 1
         if missing:
-            self.counters.partial += 1
+            counters.partial += 1
+            timed_out = now_ns - p.first_arrival_ns >= wait
+            if timed_out:
+                counters.timed_out += 1
         else:
-            self.counters.complete += 1
-        if timed_out:
-            self.counters.timed_out += 1
+            counters.complete += 1
+            timed_out = False
         # p is dropped after this: its views dict becomes the frame set's
         fs = FrameSet(self._index, capture, p.views, missing, p.first_arrival_ns, int(now_ns), timed_out)
         self._index += 1
