@@ -164,17 +164,19 @@ def plan(rig: RigConfig, config_path: Path, opts: SessionOptions) -> tuple[list[
         if not stage_available("recorder.process"):
             raise SessionError("--record needs the recorder stage, which is not installed")
         # restarted after a crash: what it wrote stays readable (recorder/FORMAT.md, crash safety) and
-        # recording goes on in <session>.part2, ...
+        # recording goes on in <session>.part2, ...; a hot standby holding the last seconds of every
+        # stream takes over at once and first writes what the dead recorder had not (recorder/standby.py)
         consumers.append(ProcessSpec("recorder", "recorder.process",
                                      cfg + ("--out", str(session_folder(rig, opts)), "--continue-as-part"),
-                                     stop_timeout_s=120.0, restart=True, backoff_s=0.2,
+                                     stop_timeout_s=120.0, restart=True, backoff_s=0.2, standby=True,
                                      no_restart_codes=(2, 3)))  # 2: cannot start (bad config, disk), 3: disk full
     if rig.inference.model and stage_available("inference.worker"):
         for j, _ in enumerate(rig.worker_groups()):
             consumers.append(ProcessSpec(f"inference/{j}", "inference.worker", cfg + ("--worker", str(j)),
                                          restart=True))
         if rig.fusion.enabled and rig.calibration.file and stage_available("fusion.process"):
-            consumers.append(ProcessSpec("fusion", "fusion.process", cfg, restart=True, backoff_s=0.1))
+            # a hot standby (kernels loaded, workers connected) takes over a crash at once
+            consumers.append(ProcessSpec("fusion", "fusion.process", cfg, restart=True, backoff_s=0.1, standby=True))
             if rig.events.enabled and stage_available("events.process"):
                 consumers.append(ProcessSpec("events", "events.process", cfg, restart=True, backoff_s=0.1))
             if rig.behaviour.enabled and stage_available("analysis.behaviour.process"):
