@@ -5,14 +5,15 @@
 For each case a fresh `ratrig demo --headless --record` runs (the synthetic rig: 4 cameras, 2
 inference workers, fusion, events, recorder, all real processes). Once 3D poses have flowed for a few
 seconds this script SIGKILLs the case's process (camera cam_ne, inference worker 0, fusion, events
-or the recorder; the supervisor restarts each). It listens to fusion's pose3d and to the killed
+or the recorder; the supervisor restarts each; fusion and the recorder are taken over by their hot
+standby, `ratrig.supervisor`, whose RSS and CPU before the kill are printed too). It listens to fusion's pose3d and to the killed
 stage's own endpoint, and afterwards opens the recorded session. Figures per case:
 
 - 3D gap s: from the kill to the first pose3d of a moment captured after the kill (goal <= 2 s);
 - views back s: until a pose3d again includes the killed camera / the killed worker's cameras;
 - stage back s: until the restarted stage publishes again (its stats or events);
 - recorder lost: frames the cameras published that no session part holds (goal: 0 except when the
-  recorder itself is killed, and then <= 1 s of frames);
+  recorder itself is killed, and then <= 1 s of frames); dup: frames listed in two parts (must be 0);
 - opens: `ratrig replay SESSION --speed max` and `ratrig analyze SESSION` both exit 0 on every part.
 
 Case "stall" freezes camera cam_ne for 2 s (SIGSTOP, then SIGCONT) instead of killing a process;
@@ -75,15 +76,38 @@ class Observation:
     stage: list[int] = field(default_factory=list)  # recv ns of anything the killed stage's endpoint sent
 
 
-def find_process(root: psutil.Process, pieces: tuple[str, ...]) -> psutil.Process | None:
+def find_process(root: psutil.Process, pieces: tuple[str, ...], standby: bool = False) -> psutil.Process | None:
+    """The running stage (or with standby=True its hot standby) whose command line holds `pieces`."""
     for child in root.children(recursive=True):
         try:
             cmd = child.cmdline()
         except psutil.Error:
             continue
-        if all(p in cmd for p in pieces) and "-m" in cmd:
+        if all(p in cmd for p in pieces) and "-m" in cmd and ("--standby" in cmd) == standby:
             return child
     return None
+
+
+def standby_cost(root: psutil.Process, window_s: float, listen_for) -> dict[str, dict[str, float]]:  # noqa: ANN001
+    """RSS (MB) and CPU (% of one core) of each hot standby under `root` over `window_s` seconds,
+    while `listen_for(seconds)` goes on listening."""
+    spares = {}
+    for case in ("fusion", "recorder"):
+        proc = find_process(root, TARGETS[case][0], standby=True)
+        if proc is not None:
+            try:
+                proc.cpu_percent(None)
+                spares[case] = proc
+            except psutil.Error:
+                pass
+    listen_for(window_s)
+    out = {}
+    for case, proc in spares.items():
+        try:
+            out[case] = {"rss_mb": proc.memory_info().rss / 1e6, "cpu_pct": proc.cpu_percent(None)}
+        except psutil.Error:
+            continue
+    return out
 
 
 def listen(subs: dict[str, zmq.Socket], obs: Observation, until_ns: int, counters: ReceiveCounters) -> None:
@@ -151,7 +175,8 @@ def run_case(case: str, args: argparse.Namespace, tmp: Path, env: dict[str, str]
         if not obs.pose3d:
             row["error"] = "no 3D before the kill: " + (demo.stderr.read()[-500:] if demo.poll() is not None else "timeout")
             return row
-        listen(subs, obs, now_ns() + int(args.settle_s * 1e9), counters)
+        row["standby_cost"] = standby_cost(psutil.Process(demo.pid), args.settle_s,
+                                           lambda s: listen(subs, obs, now_ns() + int(s * 1e9), counters))
         target = find_process(psutil.Process(demo.pid), pieces)
         if target is None:
             row["error"] = f"no process matching {pieces}"
@@ -188,6 +213,7 @@ def run_case(case: str, args: argparse.Namespace, tmp: Path, env: dict[str, str]
 
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     row["restarts"] = {n: p["restarts"] for n, p in summary.get("processes", {}).items() if p.get("restarts")}
+    row["takeovers"] = {n: p["takeovers"] for n, p in summary.get("processes", {}).items() if p.get("takeovers")}
     row["problems"] = len(summary.get("problems", []))
     parts = session_parts(record) if record.exists() else []
     row["parts"] = len(parts)
@@ -195,12 +221,17 @@ def run_case(case: str, args: argparse.Namespace, tmp: Path, env: dict[str, str]
 
     published = {c: v.get("published", 0) for c, v in summary.get("cameras", {}).items()}
     written = {c: 0 for c in published}
+    captures: dict[str, list] = {}
     for part in parts:
         s = open_session(part)
         for c in s.cameras:
-            written[c] = written.get(c, 0) + len(s.frames(c))
+            frames = s.frames(c)
+            written[c] = written.get(c, 0) + len(frames)
+            captures.setdefault(c, []).extend(frames["capture_ns"].tolist())
     row["published"] = sum(published.values())
     row["written"] = sum(written.values())
+    # a frame listed in two parts (the recorder that died and the standby that took over)
+    row["duplicates"] = sum(len(v) - len(set(v)) for v in captures.values())
     row["recorder_lost"] = sum(max(0, published[c] - written.get(c, 0)) for c in published)
     row["recorder_lost_s"] = max((published[c] - written.get(c, 0)) / args.fps for c in published) if published else None
     ok, why = True, ""
@@ -240,17 +271,21 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), flush=True)
     print(f"\nSIGKILL during a live recorded demo ({args.fps:g} fps, 4 cameras), one fresh session per case\n")
     print(f"{'killed':<10} {'3D gap s':>9} {'views back s':>13} {'stage back s':>13} {'published':>10} "
-          f"{'rec lost':>9} {'lost s':>7} {'parts':>6} {'opens':>6}")
+          f"{'rec lost':>9} {'lost s':>7} {'dup':>4} {'parts':>6} {'opens':>6}")
     for r in rows:
         if "error" in r:
             print(f"{r['case']:<10} error: {r['error']}")
             continue
         print(f"{r['case']:<10} {fmt(r['gap_3d_s']):>9} {fmt(r.get('views_back_s')):>13} {fmt(r['stage_back_s']):>13} "
-              f"{r['published']:>10} {r['recorder_lost']:>9} {fmt(r['recorder_lost_s']):>7} {r['parts']:>6} "
+              f"{r['published']:>10} {r['recorder_lost']:>9} {fmt(r['recorder_lost_s']):>7} {r['duplicates']:>4} {r['parts']:>6} "
               f"{'yes' if r['opens'] else 'NO':>6}")
         if not r["opens"]:
             print(f"           {r['opens_error']}")
     print("\ngoals: 3D gap <= 2 s; recorder lost 0 except the recorder's own kill (<= 1 s); opens: always")
+    costs = [(r["case"], k, v) for r in rows for k, v in r.get("standby_cost", {}).items()]
+    if costs:
+        print(f"\nhot standbys before each kill (over --settle-s {args.settle_s:g} s): "
+              + "; ".join(f"{k} {v['rss_mb']:.0f} MB RSS, {v['cpu_pct']:.0f} % CPU ({case} case)" for case, k, v in costs))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
