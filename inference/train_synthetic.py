@@ -1,11 +1,13 @@
 """Train the bundled demo model (inference/models/synthrat) on renders of the synthetic rig.
 
     nice -n 5 python -m inference.train_synthetic [--minutes 20] [--out inference/models/synthrat]
+        [--variants default,hooded,small,dim,clutter] [--augment strong|basic] [--init-from MODEL.pb]
 
 What it does, in order:
 1. Renders training crops once into an .npz cache (`--cache`, default under the system temp folder):
-   random times of several simulated walks (seeds `TRAIN_SEEDS`, a few with a lesioned gait), all four
-   cameras, randomised sensor noise / blur / exposure. Frames are resized by 0.5 with cv2.resize (what
+   random times of several simulated walks (seeds `TRAIN_SEEDS`, a few with a lesioned gait), each
+   rendered in every renderer variant of `--variants` (`synthetic.variants`: coat, size, light, clutter;
+   never the moved-camera ones), all four cameras, randomised sensor noise / blur / exposure. Frames are resized by 0.5 with cv2.resize (what
    dlclive does with resize=0.5) and labels are the exact ground-truth projections scaled by 0.5;
    keypoints the renderer reports as not visible (hidden by the body, behind a wall) are negatives:
    their score map must be zero everywhere, so the exported model says "not seen" (low likelihood)
@@ -14,9 +16,10 @@ What it does, in order:
    on the rat (with jitter), the rest are anywhere in the frame, so the network also learns the empty
    corridor.
 2. Trains `inference.tfmodel` (about 0.55 M parameters, output stride 8) from scratch with Adam on ONE
-   CPU thread for a fixed wall-clock budget: score-map sigmoid cross-entropy + Huber loss on the
-   location-refinement offsets; augmentation: horizontal mirroring (swaps left/right labels) and
-   brightness/contrast changes.
+   CPU thread for a fixed wall-clock budget (or continues an earlier export's weights, `--init-from`):
+   score-map sigmoid cross-entropy + Huber loss on the location-refinement offsets; augmentation:
+   horizontal mirroring (swaps left/right labels) and brightness/contrast changes, and with
+   `--augment strong` (the default) also scale, colour, gamma, blur and noise.
 3. Exports the trained weights in DeepLabCut's TensorFlow format (`tfmodel.export_dlc`), checks that
    dlclive's DLCLive loads the export and returns the same keypoints as the training graph on a
    rendered frame, and writes TRAINING_LOG.txt next to the model.
@@ -61,34 +64,47 @@ def mirror_index(names: Sequence[str]) -> np.ndarray:
     return np.array(idx)
 
 
-def render_dataset(n_crops: int, seeds: Sequence[int], rng_seed: int = 0, log: Any = print) -> dict[str, np.ndarray]:
-    """Render crops for training.
+def render_dataset(n_crops: int, seeds: Sequence[int], rng_seed: int = 0, log: Any = print,
+                   variants: Sequence[str] = ("default",)) -> dict[str, np.ndarray]:
+    """Render crops for training, from every (seed, variant) pair (`synthetic.variants`).
 
     Returns {"images": (N, CROP, CROP, 3) uint8 RGB, "xy": (N, K, 2) float32 px in the crop,
     "visible": (N, K) bool}. Labels are ground-truth projections x SCALE, minus the crop origin.
+    Each pair's sensor noise, blur and exposure jitter are the variant's plus a random amount.
     """
     import cv2
 
     from synthetic.rat import Lesion, simulate
     from synthetic.render import NoiseOptions, Renderer
     from synthetic.rig import Corridor, default_rig
+    from synthetic.variants import appearance_of, scale_trajectory, variant_spec
 
     rng = np.random.default_rng(rng_seed)
     cal = default_rig()
     corridor = Corridor()
     cams = [c.name for c in cal.cameras]
-    per_seed = int(np.ceil(n_crops / len(seeds)))
+    for v in variants:
+        spec = variant_spec(v)
+        if spec.camera_move_deg or spec.camera_move_mm:
+            raise ValueError(f"variant {v!r} moves the cameras: not a training variant (labels use the default rig)")
+    pairs = [(s, v) for s in seeds for v in variants]
+    per_pair = int(np.ceil(n_crops / len(pairs)))
     images = np.zeros((n_crops, CROP, CROP, 3), np.uint8)
     xy = np.zeros((n_crops, len(KEYPOINTS), 2), np.float32)
     visible = np.zeros((n_crops, len(KEYPOINTS)), bool)
     n = 0
-    for s in seeds:
+    walks: dict[int, Any] = {}
+    for s, v in pairs:
         lesion = Lesion("left", 0.8) if s in LESION_SEEDS else None
-        traj = simulate(duration_s=20.0, fps=30.0, seed=s, lesion=lesion, corridor=corridor)
-        noise = NoiseOptions(sensor_noise_sigma=float(rng.uniform(0, 5)), blur_sigma_px=float(rng.uniform(0, 1.2)),
-                             exposure_jitter=float(rng.uniform(0, 0.15)))
-        renderer = Renderer(cal, corridor, seed=s, noise=noise)
-        times = rng.uniform(traj.times_s[0], traj.times_s[-1], size=per_seed)
+        if s not in walks:
+            walks[s] = simulate(duration_s=20.0, fps=30.0, seed=s, lesion=lesion, corridor=corridor)
+        spec = variant_spec(v)
+        traj = scale_trajectory(walks[s], spec.body_scale)
+        noise = NoiseOptions(sensor_noise_sigma=spec.noise_std + float(rng.uniform(0, 3)),
+                             blur_sigma_px=spec.blur_px + float(rng.uniform(0, 1.2)),
+                             exposure_jitter=spec.exposure_jitter + float(rng.uniform(0, 0.1)))
+        renderer = Renderer(cal, corridor, seed=s, noise=noise, appearance=appearance_of(spec, v, s))
+        times = rng.uniform(traj.times_s[0], traj.times_s[-1], size=per_pair)
         for t in times:
             if n >= n_crops:
                 break
@@ -114,7 +130,7 @@ def render_dataset(n_crops: int, seeds: Sequence[int], rng_seed: int = 0, log: A
             visible[n] = vis
             xy[n, ~inside] = -1000.0
             n += 1
-        log(f"  rendered seed {s}: {n}/{n_crops} crops")
+        log(f"  rendered seed {s} variant {v}: {n}/{n_crops} crops")
     return {"images": images[:n], "xy": xy[:n], "visible": visible[:n]}
 
 
@@ -144,11 +160,19 @@ def make_targets(xy: np.ndarray, visible: np.ndarray, size: int, stride: int, lo
 
 
 def augment(images: np.ndarray, xy: np.ndarray, visible: np.ndarray, rng: np.random.Generator,
-            flip_index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Random horizontal mirroring (left/right labels swap) and brightness/contrast changes."""
+            flip_index: np.ndarray, strong: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random horizontal mirroring (left/right labels swap) and brightness/contrast changes.
+
+    strong: also scale (0.8-1.25 about the crop centre; keypoints pushed out of the crop become
+    negatives), per-channel colour gains (0.8-1.2), gamma (0.7-1.4), Gaussian blur (half the crops,
+    0-1.5 px) and sensor noise (0-8 grey levels): the imgaug-style augmentation DeepLabCut uses.
+    """
+    import cv2
+
     images = images.astype(np.float32)
     xy = xy.copy()
     visible = visible.copy()
+    size = images.shape[2]
     for i in range(len(images)):
         if rng.random() < 0.5:
             images[i] = images[i, :, ::-1]
@@ -156,17 +180,67 @@ def augment(images: np.ndarray, xy: np.ndarray, visible: np.ndarray, rng: np.ran
             xy[i, valid, 0] = (images.shape[2] - 1) - xy[i, valid, 0]
             xy[i] = xy[i, flip_index]
             visible[i] = visible[i, flip_index]
+        if strong:
+            if rng.random() < 0.6:
+                z = rng.uniform(0.8, 1.25)
+                c = (size - 1) / 2.0
+                m = np.array([[z, 0.0, c * (1 - z)], [0.0, z, c * (1 - z)]], np.float32)
+                images[i] = cv2.warpAffine(images[i], m, (size, size), flags=cv2.INTER_LINEAR,
+                                           borderMode=cv2.BORDER_REFLECT)
+                valid = xy[i, :, 0] > -500
+                p = xy[i, valid] * z + c * (1 - z)
+                out = (p < 0).any(axis=1) | (p > size - 1).any(axis=1)
+                p[out] = -1000.0
+                xy[i, valid] = p
+            images[i] *= rng.uniform(0.8, 1.2, 3).astype(np.float32)
+            gamma = rng.uniform(0.7, 1.4)
+            images[i] = 255.0 * (np.clip(images[i], 0, 255) / 255.0) ** gamma
+            if rng.random() < 0.5:
+                images[i] = cv2.GaussianBlur(images[i], (0, 0), rng.uniform(0.3, 1.5))
+            images[i] += rng.normal(0, rng.uniform(0, 8), images[i].shape).astype(np.float32)
         gain = rng.uniform(0.75, 1.25)
         bias = rng.uniform(-20, 20)
         images[i] = images[i] * gain + bias
     return np.clip(images, 0, 255), xy, visible
 
 
+def params_from_export(pb_path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The weights of a model exported by `inference.tfmodel.export_dlc` (to continue training it).
+
+    Body constants are named after their parameter (conv1_w ...); the heads are the two constants of
+    each `pose/*_pred/block4` scope, weights first.
+    """
+    import tensorflow as tf
+
+    gd = tf.compat.v1.GraphDef()
+    gd.ParseFromString(Path(pb_path).read_bytes())
+    consts = [(n.name, tf.make_ndarray(n.attr["value"].tensor)) for n in gd.node if n.op == "Const"]
+    from inference import tfmodel
+
+    params: dict[str, np.ndarray] = {}
+    for name, *_ in tfmodel.BODY:
+        for part in ("w", "b"):
+            hits = [v for n, v in consts if n == f"{name}_{part}"]
+            if len(hits) != 1:
+                raise ValueError(f"{pb_path}: no constant {name}_{part}; not an export of inference.tfmodel")
+            params[f"{name}/{part}"] = hits[0]
+    for head, scope in (("score", "pose/part_pred/block4/"), ("locref", "pose/locref_pred/block4/")):
+        vals = [v for n, v in consts if n.startswith(scope)]
+        w = [v for v in vals if v.ndim == 4]
+        b = [v for v in vals if v.ndim == 1]
+        if len(w) != 1 or len(b) != 1:
+            raise ValueError(f"{pb_path}: expected one weight and one bias under {scope}")
+        params[f"{head}/w"], params[f"{head}/b"] = w[0], b[0]
+    return params
+
+
 LOCREF_WEIGHT = 5.0
 
 
 def train(data: dict[str, np.ndarray], minutes: float, seed: int, log: Any, batch_size: int = 16,
-          locref_weight: float = LOCREF_WEIGHT, hidden_negative: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+          locref_weight: float = LOCREF_WEIGHT, hidden_negative: bool = True,
+          init: dict[str, np.ndarray] | None = None, peak_lr: float = 2e-3,
+          strong_augment: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Train for `minutes` of wall-clock time on one thread. Returns (numpy params, summary).
 
     Loss = score-map cross-entropy summed over the cells of each visible joint + `locref_weight` x
@@ -181,7 +255,8 @@ def train(data: dict[str, np.ndarray], minutes: float, seed: int, log: Any, batc
     tf.random.set_seed(seed)
     rng = np.random.default_rng(seed)
     k = len(KEYPOINTS)
-    params = {name: tf.Variable(v, name=name.replace("/", "_")) for name, v in tfmodel.init_params(k, seed).items()}
+    start = init if init is not None else tfmodel.init_params(k, seed)
+    params = {name: tf.Variable(v, name=name.replace("/", "_")) for name, v in start.items()}
     variables = list(params.values())
     lr = tf.Variable(2e-3, trainable=False, dtype=tf.float32)
     # Adam, written out: a few lines, and no dependence on the Keras version's optimizer API.
@@ -223,11 +298,11 @@ def train(data: dict[str, np.ndarray], minutes: float, seed: int, log: Any, batc
             break
         frac = elapsed / budget_s
         # Warm-up over the first 3 % then cosine decay to 2 % of the peak rate.
-        peak = 2e-3
+        peak = peak_lr
         rate = peak * min(1.0, (frac + 1e-3) / 0.03) * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * frac)))
         lr.assign(rate)
         idx = rng.integers(0, n, batch_size)
-        x, xy, vis = augment(data["images"][idx], data["xy"][idx], data["visible"][idx], rng, flip)
+        x, xy, vis = augment(data["images"][idx], data["xy"][idx], data["visible"][idx], rng, flip, strong_augment)
         st, sw, lt, lw = make_targets(xy, vis, CROP, tfmodel.STRIDE, tfmodel.LOCREF_STDEV, hidden_negative)
         loss, sl, ll = step(tf.constant(x), tf.constant(st), tf.constant(sw), tf.constant(lt), tf.constant(lw))
         hist.append((float(loss), float(sl), float(ll)))
@@ -243,6 +318,8 @@ def train(data: dict[str, np.ndarray], minutes: float, seed: int, log: Any, batc
     final = np.mean(hist[-100:], axis=0) if hist else np.array([np.nan] * 3)
     summary = {"steps": steps, "images_seen": seen, "wall_s": round(wall, 1), "batch_size": batch_size,
                "locref_weight": locref_weight, "hidden_keypoints": "negative" if hidden_negative else "masked",
+               "peak_lr": peak_lr, "augmentation": "strong" if strong_augment else "basic",
+               "warm_start": init is not None,
                "final_loss": round(float(final[0]), 5), "final_score_loss": round(float(final[1]), 5),
                "final_locref_loss": round(float(final[2]), 5)}
     return {name: v.numpy() for name, v in params.items()}, summary
@@ -293,7 +370,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "ratrig_synthrat_crops.npz"))
     p.add_argument("--out", default=str(DEFAULT_OUT), help="export folder")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variants", default="default",
+                   help="comma-separated renderer variants to render training crops from (synthetic.variants; "
+                        "e.g. " + ",".join(("default", "hooded", "small", "dim", "clutter")) + ")")
+    p.add_argument("--augment", choices=("strong", "basic"), default="strong",
+                   help="strong: + scale, colour, gamma, blur, noise; basic: mirroring and brightness only")
+    p.add_argument("--init-from", default=None,
+                   help="a .pb exported by this script: continue training its weights (a longer schedule)")
+    p.add_argument("--peak-lr", type=float, default=2e-3)
     args = p.parse_args(None if argv is None else list(argv))
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
 
     # One thread: the training must fit on one core of a shared machine. Set before TF starts.
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
@@ -321,8 +407,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"loaded {len(data['images'])} cached crops from {cache}")
     else:
         t = time.monotonic()
-        log(f"rendering {args.crops} crops ({CROP}x{CROP} at scale {SCALE}) from seeds {TRAIN_SEEDS} ...")
-        data = render_dataset(args.crops, TRAIN_SEEDS, rng_seed=args.seed, log=log)
+        log(f"rendering {args.crops} crops ({CROP}x{CROP} at scale {SCALE}) from seeds {TRAIN_SEEDS}, "
+            f"variants {variants} ...")
+        data = render_dataset(args.crops, TRAIN_SEEDS, rng_seed=args.seed, log=log, variants=variants)
         np.savez(cache, **data)
         log(f"rendered in {time.monotonic() - t:.1f} s -> {cache}")
     vis_frac = float(data["visible"].mean())
@@ -330,12 +417,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from inference import tfmodel
 
+    init = None
+    if args.init_from:
+        init = params_from_export(args.init_from)
+        log(f"warm start from {args.init_from} ({tfmodel.count_params(init)} parameters)")
+    log(f"augmentation {args.augment}, peak learning rate {args.peak_lr:g}")
     params, summary = train(data, args.minutes, args.seed, log, locref_weight=args.locref_weight,
-                            hidden_negative=args.hidden == "negative")
+                            hidden_negative=args.hidden == "negative", init=init, peak_lr=args.peak_lr,
+                            strong_augment=args.augment == "strong")
     log(f"training done: {summary}")
     pb = tfmodel.export_dlc(params, out, KEYPOINTS, extra_cfg={
         "ratrig_note": "trained on synthetic renders by inference/train_synthetic.py; run with resize=0.5",
         "ratrig_train_scale": SCALE,
+        "ratrig_train_variants": list(variants),
     })
     log(f"exported {pb} ({pb.stat().st_size / 1e6:.2f} MB, {tfmodel.count_params(params)} parameters)")
     verify_export(out, params, log)
