@@ -91,8 +91,12 @@ def _pdeathsig(parent_pid: int):
 class Supervisor:
     """Owns the child processes of one session."""
 
-    def __init__(self, log_dir: str | os.PathLike[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, log_dir: str | os.PathLike[str], env: dict[str, str] | None = None,
+                 start_standbys: bool = True) -> None:
+        """`start_standbys=False`: no spare starts until `start_standbys()` (a session arms them once
+        its consumer stages are up, so that spares do not slow their start)."""
         self.log_dir = Path(log_dir)
+        self.standbys_started = start_standbys
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.env = dict(os.environ if env is None else env)
         self.procs: dict[str, ProcessState] = {}
@@ -109,9 +113,19 @@ class Supervisor:
         self.procs[spec.name] = st
         if start:
             self._start(st)
-            if spec.standby and spec.restart:
+            if spec.standby and spec.restart and self.standbys_started:
                 st.spare_next_start = time.monotonic() + spec.standby_delay_s
         return st
+
+    def start_standbys(self) -> None:
+        """Start the spares of every stage with `spec.standby` (once; at the next poll)."""
+        if self.standbys_started:
+            return
+        self.standbys_started = True
+        now = time.monotonic()
+        for st in self.procs.values():
+            if st.spec.standby and st.spec.restart and st.state in ("running", "backoff") and st.spare is None:
+                st.spare_next_start = now
 
     def _popen(self, spec: ProcessSpec, standby: bool) -> subprocess.Popen:
         logf = self._logs.get(spec.name)

@@ -125,3 +125,21 @@ def test_no_takeover_where_no_restart_would_happen(sup, tmp_path, how):
         sup.poll()
         time.sleep(0.05)
     assert st.spare is None
+
+
+def test_spares_wait_until_the_session_arms_them(tmp_path):
+    log = tmp_path / "steps"
+    sup = Supervisor(tmp_path / "logs", env=dict(os.environ, PYTHONPATH=str(REPO)), start_standbys=False)
+    try:
+        st = sup.add(stage(log, restart=True, standby=True))
+        first = st.popen.pid
+        pump(sup, lambda: ("run", first) in lines(log))
+        for _ in range(10):  # standby_delay_s is 0.1 s: it would be up by now if armed
+            sup.poll()
+            time.sleep(0.05)
+        assert st.spare is None and not [p for w, p in lines(log) if w == "standby"]
+        sup.start_standbys()
+        pump(sup, lambda: st.spare is not None and ("standby", st.spare.pid) in lines(log))
+    finally:
+        sup.close()
+    assert not alive(first)
