@@ -302,7 +302,9 @@ def run_session(rig: RigConfig, opts: SessionOptions) -> dict[str, Any]:
         ctx.term()
         _restore_env(saved_env)
         raise
-    sup = Supervisor(run_dir / "logs")
+    # spares are armed once the stages they stand by for are up (they do not slow their start, and
+    # connect to the workers' ports already bound)
+    sup = Supervisor(run_dir / "logs", start_standbys=False)
     serve = directory.serve if directory is not None else (lambda: None)
     collector = StatsCollector(ctx, rig)
     interrupted = False
@@ -325,6 +327,7 @@ def run_session(rig: RigConfig, opts: SessionOptions) -> dict[str, Any]:
         failed = [n for n, st in sup.procs.items() if st.state == "failed"]
         if failed:
             raise SessionError("stages failed to start: " + "; ".join(f"{n}: {sup.tail_log(n, 5)}" for n in failed))
+        sup.start_standbys()
         t0_file = run_dir / "t0_ns"
         if t0_file.exists():
             t0_file.unlink()
