@@ -90,21 +90,24 @@ def find_process(root: psutil.Process, pieces: tuple[str, ...], standby: bool = 
 
 def standby_cost(root: psutil.Process, window_s: float, listen_for) -> dict[str, dict[str, float]]:  # noqa: ANN001
     """RSS (MB) and CPU (% of one core) of each hot standby under `root` over `window_s` seconds,
-    while `listen_for(seconds)` goes on listening."""
-    spares = {}
+    while `listen_for(seconds)` goes on listening, and the same of the stage it stands by for."""
+    procs = {}
     for case in ("fusion", "recorder"):
-        proc = find_process(root, TARGETS[case][0], standby=True)
-        if proc is not None:
+        spare = find_process(root, TARGETS[case][0], standby=True)
+        running = find_process(root, TARGETS[case][0])
+        if spare is not None and running is not None:
             try:
-                proc.cpu_percent(None)
-                spares[case] = proc
+                for p in (spare, running):
+                    p.cpu_percent(None)
+                procs[case] = (spare, running)
             except psutil.Error:
                 pass
     listen_for(window_s)
     out = {}
-    for case, proc in spares.items():
+    for case, (spare, running) in procs.items():
         try:
-            out[case] = {"rss_mb": proc.memory_info().rss / 1e6, "cpu_pct": proc.cpu_percent(None)}
+            out[case] = {"rss_mb": spare.memory_info().rss / 1e6, "cpu_pct": spare.cpu_percent(None),
+                         "running_rss_mb": running.memory_info().rss / 1e6, "running_cpu_pct": running.cpu_percent(None)}
         except psutil.Error:
             continue
     return out
@@ -285,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     costs = [(r["case"], k, v) for r in rows for k, v in r.get("standby_cost", {}).items()]
     if costs:
         print(f"\nhot standbys before each kill (over --settle-s {args.settle_s:g} s): "
-              + "; ".join(f"{k} {v['rss_mb']:.0f} MB RSS, {v['cpu_pct']:.0f} % CPU ({case} case)" for case, k, v in costs))
+              + "; ".join(f"{k} {v['rss_mb']:.0f} MB RSS, {v['cpu_pct']:.0f} % CPU (the running {k}: "
+                        f"{v['running_rss_mb']:.0f} MB, {v['running_cpu_pct']:.0f} %; {case} case)" for case, k, v in costs))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0

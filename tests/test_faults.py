@@ -24,7 +24,7 @@ def load_faults():
 
 def run_case(case: str, tmp_path) -> dict:
     faults = load_faults()
-    args = argparse.Namespace(fps=10.0, duration=16.0, settle_s=3.0, observe_s=6.0)
+    args = argparse.Namespace(fps=10.0, duration=18.0, settle_s=5.0, observe_s=6.0)  # settle: the spares start with the cameras
     env = dict(os.environ, NUMBA_CACHE_DIR=os.environ.get("NUMBA_CACHE_DIR", str(REPO / ".numba_cache")),
                TF_CPP_MIN_LOG_LEVEL="2")
     row = faults.run_case(case, args, tmp_path, env)
