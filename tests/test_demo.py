@@ -34,7 +34,7 @@ def test_demo_runs_every_stage_and_writes_the_summary(tmp_path):
     assert acc["pose3d_error_mm"]["raw"]["median"] < 25
     assert acc["pose3d_error_mm"]["filtered"]["median"] < 25
     # coverage of the keypoint-moments the truth shows in >= 2 cameras, and the old all-keypoint figure
-    assert acc["pose3d_coverage"]["n"] > 0 and 0.5 < acc["pose3d_coverage"]["filtered"] <= 1.0
+    assert acc["pose3d_coverage"]["n"] > 0 and 0.3 < acc["pose3d_coverage"]["filtered"] <= 1.0  # 0.69 with half the moments skipped
     assert acc["pose3d_coverage"]["raw"] >= acc["pose3d_coverage_all_keypoints"]["raw"]
     assert "touchdown" in s["events"] and s["events"]["counts"]["touchdown"] > 0
     assert s["model"]["engine"] == "tensorflow" and len(s["model"]["sha256"]) == 64
