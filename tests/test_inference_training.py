@@ -43,3 +43,20 @@ def test_params_from_export_returns_the_exported_weights(tmp_path):
     assert set(back) == set(params)
     for name, v in params.items():
         assert np.array_equal(back[name], v), name
+
+
+def test_synthrat_variants_is_a_valid_export_with_its_training_variants_recorded():
+    from pathlib import Path
+
+    import yaml
+
+    from inference import engines
+    from ratrig.config import InferenceConfig
+    from synthetic.variants import HELD_OUT_VARIANTS
+
+    folder = Path(__file__).resolve().parents[1] / "inference" / "models" / "synthrat_variants"
+    info = engines.check_model(InferenceConfig(model=str(folder), resize=0.5), KEYPOINTS)
+    assert info.engine == "tensorflow" and list(info.bodyparts) == list(KEYPOINTS)
+    assert info.sha256 in (folder / "README.md").read_text()  # the README describes this very file
+    trained = yaml.safe_load((folder / "pose_cfg.yaml").read_text())["ratrig_train_variants"]
+    assert "default" in trained and not set(trained) & set(HELD_OUT_VARIANTS)
