@@ -43,18 +43,13 @@ sys.path.insert(0, str(REPO))
 from ratrig.clock import now_ns  # noqa: E402
 from ratrig.messages import Pose3DPacket  # noqa: E402
 from ratrig.transport import ReceiveCounters, make_sub, recv_packet  # noqa: E402
-from tests.helpers import _port_free  # noqa: E402
+from tests.helpers import free_base_port as _free_base_port  # noqa: E402
 
 
 def free_base_port() -> int:
-    """A base port whose whole block (every ratrig offset, 0..89) is free now."""
-    import random
-
-    for _ in range(500):
-        base = random.randrange(20000, 59900)
-        if all(_port_free(base + off) for off in range(90)):
-            return base
-    raise RuntimeError("no free block of 90 ports")
+    """A base port whose whole block (every ratrig offset, 0..89) is free now, below the ports the
+    kernel gives outgoing connections (tests.helpers.free_base_port)."""
+    return _free_base_port(90)
 
 CASES = ("camera", "inference", "fusion", "events", "recorder", "stall")
 #: case -> (cmdline pieces that identify the process, port offset of its own PUB endpoint)

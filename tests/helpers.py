@@ -21,12 +21,26 @@ def _port_free(port: int) -> bool:
             return False
 
 
+def ephemeral_port_floor() -> int:
+    """The lowest port the kernel hands out to outgoing connections (Linux: ip_local_port_range)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; other systems use 49152 and up
+
+
 def free_base_port(span: int = 90) -> int:
-    """A base port whose whole block of ratrig ports (base .. base+span) is free now."""
+    """A base port whose whole block of ratrig ports (base .. base+span) is free now.
+
+    The block lies below the ephemeral range: every ZeroMQ connect takes a local port from that
+    range, so a block inside it could be taken by some process's outgoing connection between this
+    check and a stage's bind ("Address already in use").
+    """
     rng = random.Random(os.getpid() ^ int.from_bytes(os.urandom(4), "little"))
+    top = min(ephemeral_port_floor(), 60000) - span
     for _ in range(200):
-        base = rng.randrange(20000, 60000 - span)
-        if all(_port_free(base + off) for off in (0, 1, 2, 3, 4, 5, 40, 41, 80, 81, 82, 83)):
+        base = rng.randrange(12000, top)
+        if all(_port_free(base + off) for off in range(span)):
             return base
     raise RuntimeError("no free port block found")
 

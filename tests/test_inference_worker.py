@@ -24,13 +24,14 @@ from ratrig.config import Endpoints, load_config
 from ratrig.messages import FramePacket, Keypoints2DPacket, StatsPacket
 from ratrig.skeleton import KEYPOINTS
 from ratrig.transport import ReceiveCounters, make_pub, make_sub, recv_packet, send_packet
+from tests.helpers import ephemeral_port_floor
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _free_base_port() -> int:
     for _ in range(50):
-        base = random.randrange(20000, 60000, 100)
+        base = random.randrange(12000, ephemeral_port_floor() - 100, 100)  # below outgoing connections' ports
         ok = True
         for off in (0, 1, 2, 40, 80, 81, 82, 83):
             with socket.socket() as s:
