@@ -39,6 +39,8 @@ def process_name(cmd: list[str]) -> str | None:
     for flag in ("--camera", "--worker"):
         if flag in cmd:
             return f"{module.split('.')[0]}/{cmd[cmd.index(flag) + 1]}"
+    if "--standby" in cmd:  # a stage's hot spare (ratrig.standby) has its own curve
+        return f"{module} (standby)"
     return module if module != "ratrig" else "session (supervisor)"
 
 
