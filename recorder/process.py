@@ -33,7 +33,7 @@ from ratrig.clock import now_ns
 from ratrig.config import ConfigError, Endpoints, RigConfig, load_config, replace_section
 from ratrig.messages import FramePacket, StatsPacket
 from ratrig.standby import bind_when_free, wait_for_takeover
-from ratrig.transport import ReceiveCounters, make_pub, make_sub, recv_packet, send_packet
+from ratrig.transport import ReceiveCounters, make_pub, make_sub, recv_all, recv_packet, send_packet
 from recorder.standby import RecentPackets, RecordedUpTo, last_part, recorded_up_to
 from recorder.video import VideoCodecError, check_codec
 from recorder.writer import SessionError, SessionWriter
@@ -198,12 +198,7 @@ def stand_by(sub: zmq.Socket, recent: RecentPackets, counters: ReceiveCounters, 
     the standby is stopped (False)."""
 
     def keep() -> None:
-        for _ in range(10_000):
-            packet = recv_packet(sub, counters, zmq.NOBLOCK)
-            if packet is None:
-                if not sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                    return
-                continue
+        for packet in recv_all(sub, counters, max_messages=10_000):
             recent.add(packet, now_ns())
 
     started = time.monotonic()
