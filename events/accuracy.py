@@ -50,23 +50,44 @@ class TouchdownScore:
 
 def match_times(detected_s: np.ndarray, true_s: np.ndarray, window_s: float) -> list[tuple[int, int]]:
     """(D,) and (T,) times, s -> one-to-one pairs (detected index, true index), closest first,
-    each at most `window_s` apart."""
+    each at most `window_s` apart.
+
+    Only pairs within the window are candidates (found by a sorted search, not a D x T matrix, so an
+    hours-long session scores in O((D + T) log T) time and memory); ties are broken as a row-major
+    walk of the D x T matrix would.
+    """
     d = np.asarray(detected_s, float).ravel()
     t = np.asarray(true_s, float).ravel()
     if d.size == 0 or t.size == 0:
         return []
-    diff = np.abs(d[:, None] - t[None, :])
-    cand = np.argwhere(diff <= window_s)
-    order = np.argsort(diff[cand[:, 0], cand[:, 1]], kind="stable")
+    order_t = np.argsort(t, kind="stable")
+    ts = t[order_t]
+    slack = 1e-9 * max(1.0, float(np.abs(d).max()), float(np.abs(t).max()))  # the exact test follows
+    lo = np.searchsorted(ts, d - window_s - slack, side="left")
+    hi = np.searchsorted(ts, d + window_s + slack, side="right")
+    counts = hi - lo
+    di = np.repeat(np.arange(d.size), counts)
+    # positions lo[i] .. hi[i]-1 of the sorted times, for every detection i
+    pos = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(lo, counts)
+    ti = order_t[pos]
+    diff = np.abs(d[di] - t[ti])
+    ok = diff <= window_s
+    di, ti, diff = di[ok], ti[ok], diff[ok]
+    row_major = np.lexsort((ti, di))
+    di, ti, diff = di[row_major], ti[row_major], diff[row_major]
+    if np.unique(di).size == di.size and np.unique(ti).size == ti.size:
+        return [(int(a), int(b)) for a, b in zip(di, ti)]  # no detection or touchdown has two candidates
+    order = np.argsort(diff, kind="stable")
     used_d: set[int] = set()
     used_t: set[int] = set()
     pairs = []
-    for di, ti in cand[order]:
-        if di in used_d or ti in used_t:
+    for k in order:
+        a, b = int(di[k]), int(ti[k])
+        if a in used_d or b in used_t:
             continue
-        used_d.add(int(di))
-        used_t.add(int(ti))
-        pairs.append((int(di), int(ti)))
+        used_d.add(a)
+        used_t.add(b)
+        pairs.append((a, b))
     return pairs
 
 
@@ -115,6 +136,20 @@ def score_touchdowns(
             touchdown just before the end may not be decided yet); None = no limit.
     """
     det = touchdown_times(events, t0_ns, time)
+    return score_touchdown_times(det, contacts, window_s, time, skip_s, end_s)
+
+
+def score_touchdown_times(
+    det: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    contacts: Mapping[str, np.ndarray],
+    window_s: float = 0.1,
+    time: str = "onset",
+    skip_s: float = 0.0,
+    end_s: float | None = None,
+) -> TouchdownScore:
+    """`score_touchdowns` on detections already reduced to times: paw -> ((N,) scored times s,
+    (N,) decided times s), both from the session start (what `touchdown_times` returns); a live scorer
+    keeps these few numbers per event instead of the packets."""
     n_det = n_true = n_match = 0
     errors: list[float] = []
     signed: list[float] = []

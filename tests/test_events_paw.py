@@ -146,6 +146,35 @@ def test_matching_is_one_to_one_and_windowed():
     assert len(pairs) == 1  # 2.5 is 0.5 s from 2.0: no match
 
 
+def _dense_match(d, t, window_s):
+    """The plain D x T matrix matcher `match_times` replaced (the reference it must agree with)."""
+    diff = np.abs(d[:, None] - t[None, :])
+    cand = np.argwhere(diff <= window_s)
+    order = np.argsort(diff[cand[:, 0], cand[:, 1]], kind="stable")
+    used_d, used_t, pairs = set(), set(), []
+    for di, ti in cand[order]:
+        if di in used_d or ti in used_t:
+            continue
+        used_d.add(int(di))
+        used_t.add(int(ti))
+        pairs.append((int(di), int(ti)))
+    return pairs
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_banded_matching_equals_the_dense_matrix_walk(seed):
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.uniform(0, 20, rng.integers(0, 60)))
+    found = t[rng.random(t.size) < 0.8]
+    d = np.r_[found + rng.normal(0, 0.04, found.size), rng.uniform(0, 20, rng.integers(0, 8))]
+    if seed % 4 == 0 and t.size:  # exact ties and unsorted detections
+        d = np.r_[d, t[:3] + 0.05, t[:3] - 0.05, t[:2]]
+        rng.shuffle(d)
+    window = [0.1, 0.05, 0.3][seed % 3]
+    assert sorted(match_times(d, t, window)) == sorted(_dense_match(d, t, window))
+    assert len(match_times(d, t, window)) == len(_dense_match(d, t, window))
+
+
 def test_speed_noise_on_a_planted_paw_is_not_a_liftoff():
     th = PawThresholds(touchdown_height_mm=14, liftoff_height_mm=18, touchdown_speed_mm_s=100,
                        liftoff_speed_mm_s=150, speed_window_ms=30, liftoff_distance_mm=8)
