@@ -378,15 +378,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--init-from", default=None,
                    help="a .pb exported by this script: continue training its weights (a longer schedule)")
     p.add_argument("--peak-lr", type=float, default=2e-3)
+    p.add_argument("--threads", type=int, default=1,
+                   help="TensorFlow threads (default 1: the training fits on one core of a shared machine)")
     args = p.parse_args(None if argv is None else list(argv))
+    if args.threads < 1:
+        p.error(f"--threads: expected >= 1, got {args.threads}")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
 
-    # One thread: the training must fit on one core of a shared machine. Set before TF starts.
-    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    # One thread by default: the training must fit on one core of a shared machine. Set before TF starts.
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(args.threads))
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
     out = Path(args.out)
@@ -399,7 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t_start = time.monotonic()
     log(f"ratrig synthrat training: {time.strftime('%Y-%m-%d %H:%M:%S')}, python {sys.version.split()[0]}, "
-        f"tensorflow {tf.__version__}, 1 thread, budget {args.minutes} min, seed {args.seed}")
+        f"tensorflow {tf.__version__}, {args.threads} thread{'s' if args.threads > 1 else ''}, "
+        f"budget {args.minutes} min, seed {args.seed}")
     cache = Path(args.cache)
     if cache.is_file():
         with np.load(cache) as z:
