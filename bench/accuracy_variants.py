@@ -87,6 +87,34 @@ def infer_world(rig, world, n_frames: int) -> np.ndarray:  # noqa: ANN001
     return out
 
 
+def with_overrides(rig, fusion: list[str], events: list[str]):  # noqa: ANN001, ANN201
+    """The rig with `--fusion KEY=VALUE` / `--events KEY=VALUE` overrides applied to its sections."""
+    from accuracy_offline import parse_overrides
+
+    if fusion:
+        rig = dataclasses.replace(rig, fusion=dataclasses.replace(rig.fusion, **parse_overrides(fusion)))
+    if events:
+        rig = dataclasses.replace(rig, events=dataclasses.replace(rig.events, **parse_overrides(events)))
+    return rig
+
+
+def cached_2d(rig, world, variant: str, seconds: float, cache_dir: Path) -> tuple[np.ndarray, str]:  # noqa: ANN001
+    """The model's 2D results for `seconds` of a variant world -> ((N, C, K, 3), "cached" or
+    "rendered+inferred"); cached per (model hash, seed, variant, seconds, walk length) in cache_dir."""
+    from synthetic.live import rig_fps
+
+    n = int(round(seconds * rig_fps(rig)))
+    mhash = model_hash(Path(rig.inference.model))
+    cache = cache_dir / f"kp2d_{mhash}_{rig.synthetic.seed}_{variant}_{seconds:g}s_{rig.synthetic.session_s:g}.npz"
+    if cache.is_file():
+        return np.load(cache)["kp2d"][:n], "cached"
+    kp2d = infer_world(rig, world, n)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, kp2d=kp2d)
+    tmp.replace(cache)
+    return kp2d, "rendered+inferred"
+
+
 def score_row(rig, world, kp2d: np.ndarray) -> dict:  # noqa: ANN001
     from accuracy_offline import fuse_and_score
 
@@ -174,13 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     from synthetic.live import corridor_of, rig_fps
     from synthetic.variants import build_variant, variant_spec
 
-    from accuracy_offline import parse_overrides
-
-    rig0 = load_config(args.config)
-    if args.fusion:
-        rig0 = dataclasses.replace(rig0, fusion=dataclasses.replace(rig0.fusion, **parse_overrides(args.fusion)))
-    if args.events:
-        rig0 = dataclasses.replace(rig0, events=dataclasses.replace(rig0.events, **parse_overrides(args.events)))
+    rig0 = with_overrides(load_config(args.config), args.fusion, args.events)
     variants = [v for v in args.variants.split(",") if v]
     for v in variants:
         variant_spec(v)
@@ -192,7 +214,6 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for model in models:
         rig = dataclasses.replace(rig0, inference=dataclasses.replace(rig0.inference, model=model))
-        n = int(round(args.seconds * rig_fps(rig)))
         mhash = model_hash(Path(model))
         label = Path(model).name
         trained = train_variants(Path(model))
@@ -202,16 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                 t = time.monotonic()
                 world = build_variant(variant, seed, duration_s=session_s, fps=rig_fps(rig_s),
                                       calib_dir=cache_dir / f"calib_{variant}_{seed}", corridor=corridor_of(rig_s))
-                cache = cache_dir / f"kp2d_{mhash}_{seed}_{variant}_{args.seconds:g}s_{session_s:g}.npz"
-                if cache.is_file():
-                    kp2d = np.load(cache)["kp2d"][:n]
-                    how = "cached"
-                else:
-                    kp2d = infer_world(rig_s, world, n)
-                    tmp = cache.with_suffix(".tmp.npz")
-                    np.savez(tmp, kp2d=kp2d)
-                    tmp.replace(cache)
-                    how = "rendered+inferred"
+                kp2d, how = cached_2d(rig_s, world, variant, args.seconds, cache_dir)
                 report = score_row(rig_s, world, kp2d)
                 row = {"model": label, "model_sha": mhash, "seed": seed, "variant": variant,
                        "trained_on": "yes" if variant in trained else "held out",

@@ -73,8 +73,9 @@ def run_seed(rig, world, kp2d: np.ndarray) -> tuple[dict, dict[int, tuple], list
     return world.trajectory.contacts, seen, touchdowns
 
 
-def errors_of(rig, world, kp2d: np.ndarray, fps: float) -> list[dict]:  # noqa: ANN001
-    """Every missed / false touchdown of one walk, with its class and window."""
+def errors_of(rig, world, kp2d: np.ndarray, fps: float) -> tuple[list[dict], int]:  # noqa: ANN001
+    """Every missed / false touchdown of one walk, with its class and window; and how many true
+    touchdowns were scored."""
     from events.accuracy import match_times
     from ratrig.skeleton import PAWS
 
@@ -83,10 +84,12 @@ def errors_of(rig, world, kp2d: np.ndarray, fps: float) -> list[dict]:  # noqa: 
     truth_names = list(world.trajectory.keypoint_names)
     end_s = min(len(kp2d) / fps, world.trajectory.duration_s) - 0.5
     out = []
+    n_true = 0
     for paw in PAWS:
         j, jt = names.index(paw), truth_names.index(paw)
         true = contacts[paw][:, 0]
         true = true[(true > 0) & (true >= 1.0) & (true <= end_s)]
+        n_true += true.size
         det = np.array([t for t, s in touchdowns if s == paw])
         det = det[(det >= 1.0) & (det <= end_s + 0.1)] if det.size else det
         pairs = match_times(det, true, 0.1)
@@ -102,7 +105,7 @@ def errors_of(rig, world, kp2d: np.ndarray, fps: float) -> list[dict]:  # noqa: 
                        for k in (k0 + d for d in frames) if k in seen]
                 out.append({"kind": kind, "paw": paw, "t_s": float(t), "window": win,
                             "class": classify([w[1] for w in win], [w[2] for w in win], [w[3] for w in win])})
-    return out
+    return out, n_true
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,45 +121,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", action="store_true", help="print every error's window")
     args = p.parse_args(argv)
 
-    from accuracy_offline import parse_overrides
-    from accuracy_variants import TRAIN_SEEDS, infer_world, model_hash
+    from accuracy_variants import TRAIN_SEEDS, cached_2d, with_overrides
 
     from ratrig.config import load_config
     from synthetic.live import corridor_of, rig_fps
     from synthetic.variants import build_variant
 
-    rig0 = load_config(args.config)
-    if args.fusion:
-        rig0 = dataclasses.replace(rig0, fusion=dataclasses.replace(rig0.fusion, **parse_overrides(args.fusion)))
-    if args.events:
-        rig0 = dataclasses.replace(rig0, events=dataclasses.replace(rig0.events, **parse_overrides(args.events)))
+    rig0 = with_overrides(load_config(args.config), args.fusion, args.events)
     model = str(Path(args.model or rig0.inference.model).resolve())
     rig0 = dataclasses.replace(rig0, inference=dataclasses.replace(rig0.inference, model=model))
     cache_dir = Path(args.cache_dir or Path(tempfile.gettempdir()) / "ratrig_accuracy_variants")
     cache_dir.mkdir(parents=True, exist_ok=True)
     fps = rig_fps(rig0)
-    n = int(round(args.seconds * fps))
     session_s = args.seconds + 10.0
     counts = {(kind, c): 0 for kind in ("missed", "false") for c in CLASSES}
-    totals = {"true": 0}
+    n_true = 0
     for seed in args.seeds:
         if seed in TRAIN_SEEDS:
             raise SystemExit(f"--seeds {seed}: a training seed of the bundled model (100-115); pick another")
         rig = dataclasses.replace(rig0, synthetic=dataclasses.replace(rig0.synthetic, seed=seed, session_s=session_s))
         world = build_variant(args.variant, seed, duration_s=session_s, fps=fps,
                               calib_dir=cache_dir / f"calib_{args.variant}_{seed}", corridor=corridor_of(rig))
-        cache = cache_dir / f"kp2d_{model_hash(Path(model))}_{seed}_{args.variant}_{args.seconds:g}s_{session_s:g}.npz"
-        if cache.is_file():
-            kp2d = np.load(cache)["kp2d"][:n]
-        else:
-            kp2d = infer_world(rig, world, n)
-            np.savez(cache.with_suffix(".tmp.npz"), kp2d=kp2d)
-            cache.with_suffix(".tmp.npz").replace(cache)
-        errs = errors_of(rig, world, kp2d, fps)
-        end_s = min(n / fps, world.trajectory.duration_s) - 0.5
-        for paw, c in world.trajectory.contacts.items():
-            t = c[:, 0]
-            totals["true"] += int(((t > 0) & (t >= 1.0) & (t <= end_s)).sum())
+        kp2d, _ = cached_2d(rig, world, args.variant, args.seconds, cache_dir)
+        errs, n_seed = errors_of(rig, world, kp2d, fps)
+        n_true += n_seed
         n_missed = sum(e["kind"] == "missed" for e in errs)
         n_false = sum(e["kind"] == "false" for e in errs)
         print(f"seed {seed} {args.variant}: {n_missed} missed, {n_false} false")
@@ -166,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 win = ", ".join(f"k{k}: {v} views z {r:.1f} (true {t:.1f})" for k, v, r, t in e["window"])
                 print(f"  {e['kind']:<6} {e['paw']:<16} t={e['t_s']:6.2f} s  [{e['class']}]  {win}")
     print(f"\nmodel {Path(model).name}, seeds {args.seeds}, variant {args.variant}, {args.seconds:g} s each; "
-          f"true touchdowns scored: {totals['true']}"
+          f"true touchdowns scored: {n_true}"
           + (f"; fusion {args.fusion}" if args.fusion else "") + (f"; events {args.events}" if args.events else ""))
     print("| how fusion saw the paw | missed | false |")
     print("|---|---|---|")
